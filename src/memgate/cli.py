@@ -1,0 +1,175 @@
+"""memgate's command line: a thin layer over the library. Every user error exits with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import MemgateError
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import architecture_summary, build_model
+
+    cfg = _config(args)
+    s = architecture_summary(build_model(cfg.model, cfg.gate))
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    kind = "pre-activation" if s["preact"] else "post-activation"
+    print(f"ResNet-{s['depth']} ({s['block']} blocks, {kind}, shortcut option {s['shortcut']}), "
+          f"{s['units_per_stage']} units per stage, {s['num_classes']} classes")
+    print(f"  parameters      {s['params_total']:>12,d} total")
+    print(f"                  {s['params_backbone']:>12,d} backbone")
+    for stage, n in s["params_gate_per_stage"].items():
+        print(f"                  {n:>12,d} gate over B{stage}")
+    print(f"  MACs per image  {s['macs']:>12,d} full network")
+    if s["gates"]:
+        note = "" if s["gate_input"] == "first_unit" else " (a hard gate can skip them only with gate.input=first_unit)"
+        print(f"                  {s['macs_skippable']:>12,d} in the extra layers a sample skips at g=0 "
+              f"({100 * s['skippable_fraction']:.1f}%){note}")
+    else:
+        print("  no gate (baseline)")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data import dataset_info, load_dataset
+
+    ds = load_dataset(args.path)
+    info = dataset_info(ds)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['name']}: {len(info['classes'])} classes, image shape {tuple(info['image_shape'])}, "
+          f"source {info['source_format']}")
+    print(f"  train {info['train']:,d} images, test {info['test']:,d} images")
+    print(f"  per class (train): min {min(info['per_class_train'])}, max {max(info['per_class_train'])}")
+    print(f"  per class (test):  min {min(info['per_class_test'])}, max {max(info['per_class_test'])}")
+    print("  mean " + " ".join(f"{m:.4f}" for m in info["mean"]) + "   std " + " ".join(f"{s:.4f}" for s in info["std"]))
+    print(f"  classes: {', '.join(info['classes'][:12])}{' ...' if len(info['classes']) > 12 else ''}")
+    print(f"  cache: {info['cache']}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.path, progress=True)
+    print(f"{ds.name}: {len(ds.y_train):,d} train + {len(ds.y_test):,d} test images cached at {ds.cache}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    train(_config(args), force=args.force)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .training import evaluate_run
+
+    result = evaluate_run(args.run, data_path=args.data, device=args.device, g_mode=args.g_mode)
+    print(json.dumps(result, indent=2) if args.json else result["text"])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.overrides, out=args.out, force=args.force)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import sweep
+
+    return sweep(args.grid, args.overrides, jobs=args.jobs, shard=args.shard, dry_run=args.dry_run,
+                 runs_root=args.runs)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .experiments import report
+
+    report(args.runs_dir, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memgate", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
+        sp.add_argument("-c", "--config", required=required, help="TOML config file (configs/*.toml)")
+        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted-key overrides, values in TOML syntax, e.g. train.epochs=5 model.gates=[2,3]")
+
+    sp = sub.add_parser("info", help="architecture summary: parameters and MACs")
+    with_config(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_info)
+
+    data = sub.add_parser("data", help="inspect or cache a dataset").add_subparsers(dest="data_cmd", required=True)
+    sp = data.add_parser("info", help="classes, counts, pixel statistics, source format, cache")
+    sp.add_argument("path")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_data_info)
+    sp = data.add_parser("prepare", help="decode once and build the uint8 cache")
+    sp.add_argument("path")
+    sp.set_defaults(func=cmd_data_prepare)
+
+    sp = sub.add_parser("train", help="train one run (resumes an unfinished run in `out`)")
+    with_config(sp)
+    sp.add_argument("--force", action="store_true", help="discard a run of another config in `out`")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="test accuracy and gate statistics of a run or checkpoint")
+    sp.add_argument("run", help="run directory or checkpoint.pt")
+    sp.add_argument("--data", help="dataset path (default: the run's own)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--g-mode", default="soft", choices=["soft", "hard", "skip", "full"],
+                    help="soft: equation (1); hard: g rounded to 0/1; skip: g=0; full: g=1")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 5 minutes on a CPU)")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    sp.add_argument("--out", default="runs/demo")
+    sp.add_argument("--force", action="store_true")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("sweep", help="run a grid of variants x seeds (resumable, shardable)")
+    sp.add_argument("grid", help="grid file, e.g. experiments/table1.toml")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every run")
+    sp.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
+    sp.add_argument("--shard", default=None, help="I/N: take the I-th of N deterministic shards (1-based)")
+    sp.add_argument("--dry-run", action="store_true", help="list the runs and their overrides")
+    sp.add_argument("--runs", default="runs", help="root directory of grid outputs")
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("report", help="tables (mean, std, CI, Welch t-test) and figures for a grid")
+    sp.add_argument("runs_dir")
+    sp.add_argument("-o", "--out", default=None, help="output folder (default: RUNS_DIR)")
+    sp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MemgateError as e:
+        print(f"memgate: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The paper's training recipe: two optimizers, pure LR schedules, and the two-loss step.
+
+Semantics (SPEC.md): the gate loss updates the gate heads only; the classification loss updates
+everything else (and, unless ``detach_g``, reaches the backbone through g as well). Both gradients
+are computed before either optimizer steps. The gate steps every batch, the model every k-th.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Config
+from .models import param_groups
+
+# ----------------------------------------------------------------------------- LR schedules
+
+
+def main_lr(
+    epoch: int, *, lr: float, milestones: tuple[int, ...], warmup_epochs: int, warmup_lr: float
+) -> float:
+    """Model LR during 0-based ``epoch``: warm-up, then /10 from the start of each milestone epoch."""
+    if epoch < warmup_epochs:
+        return warmup_lr
+    return lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def main_lr_at_iteration(iteration: int, iters_per_epoch: int, cfg: Config) -> float:
+    """Model LR at 0-based global ``iteration`` (391 iterations per epoch on the full set)."""
+    return model_lr(cfg, iteration // iters_per_epoch)
+
+
+def gate_lr(epoch: int, *, lr: float, schedule: str) -> float:
+    """Gate LR during 0-based ``epoch``.
+
+    ``step50`` follows the released code: the first /10 takes effect at the start of epoch 49,
+    then 99, 149, ...
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "step50":
+        return lr * 0.1 ** ((epoch + 1) // 50)
+    raise ValueError(f"unknown gate LR schedule {schedule!r} (allowed: constant, step50)")
+
+
+def model_lr(cfg: Config, epoch: int) -> float:
+    t = cfg.train
+    return main_lr(
+        epoch, lr=t.lr, milestones=t.milestones, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr
+    )
+
+
+def gate_lr_for(cfg: Config, epoch: int) -> float:
+    return gate_lr(epoch, lr=cfg.gate_optim.lr, schedule=cfg.gate_optim.schedule)
+
+
+def set_lr(opt: torch.optim.Optimizer | None, lr: float) -> None:
+    if opt is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def make_optimizers(
+    model: nn.Module, cfg: Config
+) -> tuple[torch.optim.SGD, torch.optim.SGD | None]:
+    """(model optimizer over the backbone, gate optimizer over the gate heads or None)."""
+    backbone, gate = param_groups(model)
+    t, go = cfg.train, cfg.gate_optim
+    model_opt = torch.optim.SGD(
+        backbone, lr=model_lr(cfg, 0), momentum=t.momentum, weight_decay=t.weight_decay,
+        foreach=True,
+    )
+    gate_opt = None
+    if gate:
+        gate_opt = torch.optim.SGD(
+            gate, lr=gate_lr_for(cfg, 0), momentum=go.momentum, weight_decay=go.weight_decay,
+            foreach=True,
+        )
+    return model_opt, gate_opt
+
+
+# ----------------------------------------------------------------------------- one batch
+
+
+@dataclass
+class StepResult:
+    """Detached per-batch results; nothing here has been synchronised to the host."""
+
+    loss: Tensor  # classification loss (mean over the batch)
+    correct: Tensor  # number of correct final predictions
+    gate_loss: Tensor  # sum over gates of their cross-entropy (0 for a baseline)
+    gate_correct: Tensor  # correct predictions of the deepest gate's classifier
+    g: dict[int, Tensor]  # per-sample g of each gated stage
+
+
+def _params(opt: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def train_step(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    model_opt: torch.optim.Optimizer,
+    gate_opt: torch.optim.Optimizer | None,
+    step_model: bool = True,
+    autocast: AbstractContextManager | None = None,
+    sync_grads: Callable[[list[Tensor]], None] | None = None,
+) -> StepResult:
+    """One batch of SPEC.md's two-loss training. ``step_model=False`` on batches the model skips
+    (k > 1). ``sync_grads`` averages gradients over data-parallel ranks."""
+    with autocast or nullcontext():
+        out = model(x)
+    loss = F.cross_entropy(out.logits.float(), y)
+    gate_outs = list(out.gates.values())
+    gate_loss = sum((F.cross_entropy(go.logits.float(), y) for go in gate_outs), loss.new_zeros(()))
+
+    # Both gradients first. inputs= keeps each loss's gradient on its own parameters: the gate
+    # loss never reaches the backbone, the classification loss never accumulates on the heads.
+    if gate_opt is not None:
+        gate_opt.zero_grad(set_to_none=True)
+        gate_params = _params(gate_opt)
+        gate_loss.backward(inputs=gate_params, retain_graph=step_model)
+        if sync_grads is not None:
+            sync_grads([p.grad for p in gate_params])
+    if step_model:
+        model_opt.zero_grad(set_to_none=True)
+        backbone = _params(model_opt)
+        loss.backward(inputs=backbone)
+        if sync_grads is not None:
+            sync_grads([p.grad for p in backbone])
+    if gate_opt is not None:
+        gate_opt.step()
+    if step_model:
+        model_opt.step()
+
+    with torch.no_grad():
+        correct = (out.logits.argmax(1) == y).sum()
+        gate_correct = (gate_outs[-1].logits.argmax(1) == y).sum() if gate_outs else correct * 0
+    return StepResult(
+        loss.detach(), correct, gate_loss.detach(), gate_correct,
+        {s: go.g.detach() for s, go in out.gates.items()},
+    )

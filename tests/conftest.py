@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Dataset caches of tests go to a per-session temp dir unless a test sets its own."""
+    if "MEMGATE_CACHE" not in os.environ:
+        monkeypatch.setenv("MEMGATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def shared_cifar10() -> Path:
+    path = SHARED_DATA / "cifar10.zip"
+    if not path.exists():
+        pytest.skip("../shared/data/cifar10.zip is absent")
+    return path
