@@ -73,3 +73,19 @@ def python_version_files(x_train, y_train, x_test, y_test, names=CLASSES):
     files["cifar-10-batches-py/test_batch"] = batch(x_test, y_test)
     files["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [n.encode() for n in names]})
     return files
+
+
+def write_learnable_npz(path: Path, n_train=512, n_test=128, classes=10, seed=0) -> Path:
+    """Images whose class shows as a colour cast plus noise: a tiny net learns it in one epoch."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 216, (classes, 3))
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        x = colours[y][:, None, None, :] + rng.normal(0, 30, (n, 32, 32, 3))
+        return np.clip(x, 0, 255).astype(np.uint8), y
+
+    x_train, y_train = make(n_train)
+    x_test, y_test = make(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path

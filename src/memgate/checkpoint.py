@@ -1,0 +1,150 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, architecture checks, baseline initialisation."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, config_from_dict
+from .errors import CheckpointError, ConfigError
+from .models import CifarResNet, unwrap
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file, fsync, then rename: a crash mid-save leaves the old file intact."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: {path} not found; pass a run directory or its checkpoint.pt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means an unusable file
+        raise CheckpointError(
+            f"checkpoint: cannot load {path} ({e.__class__.__name__}); it is damaged or not a memgate checkpoint"
+        ) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"checkpoint: {path} is not a memgate checkpoint (no model/config entries)")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> Config:
+    try:
+        return config_from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint: {path} holds a config this version cannot read ({e})") from None
+
+
+def _arch(cfg: Config) -> str:
+    m = cfg.model
+    kind = "pre-act" if m.preact else "post-act"
+    return f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes"
+
+
+def load_model_state(model: CifarResNet, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's weights into ``model``, refusing another architecture with a clear message."""
+    cfg = checkpoint_config(ckpt, path)
+    net = unwrap(model)
+    mine = net.cfg
+    theirs = cfg.model
+    if (mine.depth, mine.block, mine.shortcut, mine.preact, mine.num_classes, tuple(mine.gates)) != (
+        theirs.depth, theirs.block, theirs.shortcut, theirs.preact, theirs.num_classes, tuple(theirs.gates)
+    ):
+        raise CheckpointError(
+            f"checkpoint: {path} is a {_arch(cfg)} with gates {list(theirs.gates)}, but the model is "
+            f"{_describe(net)}; use a checkpoint of the same architecture"
+        )
+    try:
+        net.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(f"checkpoint: {path} does not fit the model ({first})") from None
+
+
+def _describe(net: CifarResNet) -> str:
+    m = net.cfg
+    kind = "pre-act" if m.preact else "post-act"
+    return f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes with gates {list(m.gates)}"
+
+
+def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
+    """Copy every backbone tensor of a trained ungated network into ``model``; gate heads stay fresh.
+
+    The key mapping is exact and complete: the baseline must hold exactly the gated model's
+    non-gate keys with the same shapes. Returns the copied keys.
+    """
+    path = Path(path)
+    ckpt = load(path)
+    base_cfg = checkpoint_config(ckpt, path)
+    if base_cfg.model.gates:
+        raise CheckpointError(
+            f"checkpoint: train.init={path} is a gated run (gates {list(base_cfg.model.gates)}); "
+            "baseline initialisation needs an ungated run of the same architecture"
+        )
+    net = unwrap(model)
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith("gates.")}
+    given = ckpt["model"]
+    missing = sorted(set(expected) - set(given))
+    extra = sorted(set(given) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint: baseline {path} ({_arch(base_cfg)}) does not match the model "
+            f"({_describe(net)}): missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for k, v in expected.items():
+        if given[k].shape != v.shape:
+            raise CheckpointError(
+                f"checkpoint: baseline {path} has {k} of shape {tuple(given[k].shape)}, the model "
+                f"needs {tuple(v.shape)}; use a baseline of the same architecture"
+            )
+    with torch.no_grad():
+        for k, v in expected.items():
+            v.copy_(given[k])
+    return sorted(expected)
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states, in a form ``weights_only`` loading accepts (tensors, ints, lists)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
