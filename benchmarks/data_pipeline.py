@@ -62,10 +62,14 @@ def main() -> None:
         "threads": args.threads,
         "device": str(device),
     }
-    print(f"cache load of {n_images:,d} images: median {result['cache_load_s']['median']:.3f} s "
-          f"(min {min(loads):.3f}, max {max(loads):.3f})")
-    print(f"augmentation on {device} with {args.threads} thread(s): median "
-          f"{result['augment_images_per_s']['median']:,.0f} images/s (min {min(rates):,.0f}, max {max(rates):,.0f})")
+    print(
+        f"cache load of {n_images:,d} images: median {result['cache_load_s']['median']:.3f} s "
+        f"(min {min(loads):.3f}, max {max(loads):.3f})"
+    )
+    print(
+        f"augmentation on {device} with {args.threads} thread(s): median "
+        f"{result['augment_images_per_s']['median']:,.0f} images/s (min {min(rates):,.0f}, max {max(rates):,.0f})"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -64,6 +64,7 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
 
 def python_version_files(x_train, y_train, x_test, y_test, names=CLASSES):
     """The official CIFAR-10 python layout: five pickled training batches, a test batch, meta."""
+
     def batch(x, y):
         data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
         return pickle.dumps({b"data": data, b"labels": [int(v) for v in y], b"batch_label": b"x"})

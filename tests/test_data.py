@@ -5,9 +5,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from scipy.stats import chisquare
-
 from datafactory import (
     CLASSES,
     image_tree_files,
@@ -18,6 +15,9 @@ from datafactory import (
     write_tree,
     write_zip,
 )
+from PIL import Image
+from scipy.stats import chisquare
+
 from memgate.augment import PAD, DeviceData, crop_flip, epoch_plan, normalize, pack_padded
 from memgate.cli import main
 from memgate.config import DataConfig
@@ -34,8 +34,14 @@ def _all_formats(tmp_path, arrays):
     tree = image_tree_files(*arrays)
     x_train, y_train, x_test, y_test = arrays
     np.savez(tmp_path / "nhwc.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    np.savez(tmp_path / "nchw.npz", x_train=x_train.transpose(0, 3, 1, 2), y_train=y_train,
-             x_test=x_test.transpose(0, 3, 1, 2), y_test=y_test, classes=np.array(CLASSES))
+    np.savez(
+        tmp_path / "nchw.npz",
+        x_train=x_train.transpose(0, 3, 1, 2),
+        y_train=y_train,
+        x_test=x_test.transpose(0, 3, 1, 2),
+        y_test=y_test,
+        classes=np.array(CLASSES),
+    )
     return {
         "python-archive": write_tar(tmp_path / "cifar-10-python.tar.gz", python_version_files(*arrays)),
         "python-folder": write_tree(tmp_path / "pyfolder", python_version_files(*arrays)),
@@ -115,8 +121,9 @@ def _bad_inputs(tmp_path, arrays):
     x_train, y_train, x_test, y_test = arrays
     y_bad = y_train.copy()
     y_bad[3] = 10
-    np.savez(tmp_path / "labels.npz", x_train=x_train, y_train=y_bad, x_test=x_test, y_test=y_test,
-             classes=np.array(CLASSES))
+    np.savez(
+        tmp_path / "labels.npz", x_train=x_train, y_train=y_bad, x_test=x_test, y_test=y_test, classes=np.array(CLASSES)
+    )
     np.savez(tmp_path / "negative.npz", x_train=x_train, y_train=-y_train, x_test=x_test, y_test=y_test)
     np.savez(tmp_path / "shape.npz", x_train=x_train[:, :28], y_train=y_train, x_test=x_test, y_test=y_test)
     (tmp_path / "data.rar").write_bytes(b"Rar!")
@@ -126,7 +133,10 @@ def _bad_inputs(tmp_path, arrays):
         "empty": (tmp_path / "empty.zip", "empty"),
         "truncated zip": (tmp_path / "truncated.zip", "zip"),
         "truncated tar": (tmp_path / "truncated.tar.gz", "truncated"),
-        "corrupt image": (write_zip(tmp_path / "corrupt.zip", corrupt), "cannot decode image cifar10/train/cat/00009.png"),
+        "corrupt image": (
+            write_zip(tmp_path / "corrupt.zip", corrupt),
+            "cannot decode image cifar10/train/cat/00009.png",
+        ),
         "not 32x32": (write_zip(tmp_path / "small.zip", small), "32x31 RGB, expected 32x32 RGB"),
         "not rgb": (write_zip(tmp_path / "gray.zip", gray), "expected 32x32 RGB"),
         "class folders differ": (write_zip(tmp_path / "differ.zip", differ), "class folders differ"),
@@ -252,7 +262,7 @@ def test_crops_stay_inside_padded_image_and_padding_is_zero():
     assert plan.dy.min() >= 0 and plan.dy.max() <= 2 * PAD and plan.dx.max() <= 2 * PAD
     for i in range(len(x)):
         dy, dx = int(plan.dy[i]), int(plan.dx[i])
-        window = padded[i, dy:dy + 32, dx:dx + 32]
+        window = padded[i, dy : dy + 32, dx : dx + 32]
         expected = window.flip(1) if plan.flip[i] else window
         assert torch.equal(out[i], expected)
         # Pixels that came from the padding are exactly zero; all others come from the image.
@@ -294,7 +304,9 @@ def test_normalize_matches_reference_formula():
     mean, std = RELEASED_NORM
     m = torch.tensor(mean).view(1, 3, 1, 1) * 255
     s = torch.tensor(std).view(1, 3, 1, 1) * 255
-    ref = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ref = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(normalize(x, m, s), ref, atol=1e-5)
 
 

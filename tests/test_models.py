@@ -1,4 +1,3 @@
-import copy
 import math
 
 import pytest
@@ -48,10 +47,13 @@ def _bottleneck_b_formula(depth, classes):
     n = (depth - 2) // 9
     total = 3 * 16 * 9 + 2 * 16
     w_in = 16
+
+    def unit(cin, p):
+        return cin * p + 2 * p + 9 * p * p + 2 * p + p * 4 * p + 8 * p
+
     for p in (16, 32, 64):
-        unit = lambda cin: cin * p + 2 * p + 9 * p * p + 2 * p + p * 4 * p + 8 * p  # noqa: E731
-        total += unit(w_in) + w_in * 4 * p + 8 * p  # the first unit always projects
-        total += (n - 1) * unit(4 * p)
+        total += unit(w_in, p) + w_in * 4 * p + 8 * p  # the first unit always projects
+        total += (n - 1) * unit(4 * p, p)
         w_in = 4 * p
     return total + 256 * classes + classes
 
@@ -140,7 +142,9 @@ def test_g_for_uniform_and_confident_logits(classes):
     assert torch.allclose(gate_value(uniform, "normalized"), torch.ones(3))
     onehot = torch.zeros(2, classes)
     onehot[:, 1] = 60.0
-    assert torch.allclose(gate_value(onehot, "sigmoid"), torch.full((2,), 1 / (1 + math.exp(BETA * lnc / 2))), atol=1e-6)
+    assert torch.allclose(
+        gate_value(onehot, "sigmoid"), torch.full((2,), 1 / (1 + math.exp(BETA * lnc / 2))), atol=1e-6
+    )
     assert torch.allclose(gate_value(onehot, "normalized"), torch.zeros(2), atol=1e-6)
 
 
@@ -148,7 +152,9 @@ def test_g_sigmoid_matches_released_formula_for_cifar10():
     z = torch.randn(16, 10) * 3
     p = z.softmax(1)
     h = -(p * p.log()).sum(1)
-    assert torch.allclose(gate_value(z, "sigmoid"), torch.sigmoid(BETA * (h / math.log(10) - 0.5) * math.log(10)), atol=1e-6)
+    assert torch.allclose(
+        gate_value(z, "sigmoid"), torch.sigmoid(BETA * (h / math.log(10) - 0.5) * math.log(10)), atol=1e-6
+    )
     # For C = 10 the released slope is 8 per unit of normalised entropy.
     assert torch.allclose(gate_value(z, "sigmoid"), torch.sigmoid(8.0 * (h / math.log(10) - 0.5)), atol=1e-3)
 

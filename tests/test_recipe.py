@@ -86,7 +86,7 @@ def test_gate_step_leaves_every_backbone_param_and_buffer_unchanged():
 def test_detach_g_cuts_the_classification_path_through_g(gate_input):
     grads = {}
     for detach in (False, True):
-        _, model, *_ , x, y = _setup(f"gate.detach_g={str(detach).lower()}", f"gate.input={gate_input}")
+        _, model, *_, x, y = _setup(f"gate.detach_g={str(detach).lower()}", f"gate.input={gate_input}")
         backbone, gate = param_groups(model)
         out = model(x)
         cls = F.cross_entropy(out.logits, y)
@@ -151,7 +151,8 @@ def test_main_lr_with_validation_split_and_shallow_net():
 
 
 @pytest.mark.parametrize(
-    "epoch,expected", [(0, 0.01), (48, 0.01), (49, 0.001), (50, 0.001), (98, 0.001), (99, 1e-4), (100, 1e-4), (149, 1e-5)]
+    "epoch,expected",
+    [(0, 0.01), (48, 0.01), (49, 0.001), (50, 0.001), (98, 0.001), (99, 1e-4), (100, 1e-4), (149, 1e-5)],
 )
 def test_gate_lr_step50(epoch, expected):
     assert gate_lr(epoch, lr=0.01, schedule="step50") == pytest.approx(expected)

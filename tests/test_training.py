@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datafactory import write_learnable_npz
 
 import memgate.training as training
-from datafactory import write_learnable_npz
 from memgate import checkpoint as ckpt_io
 from memgate.cli import main
 from memgate.config import load_config
 from memgate.errors import CheckpointError, RunError
-from memgate.models import build_model, param_groups
+from memgate.models import build_model
 
 TIMING_KEYS = ("epoch_time_s", "eval_time_s", "images_per_s")
 
@@ -27,11 +27,22 @@ def npz(tmp_path_factory):
 
 
 def tiny(npz, out, *overrides):
-    return load_config(None, [
-        "model.depth=14", "model.gates=[3]", "gate.hidden=[16]", f"data.path={npz}",
-        "data.val_size=64", "train.epochs=2", "train.batch_size=32", "train.checkpoint_every_s=0",
-        f"out={out}", "device=cpu", *overrides,
-    ])
+    return load_config(
+        None,
+        [
+            "model.depth=14",
+            "model.gates=[3]",
+            "gate.hidden=[16]",
+            f"data.path={npz}",
+            "data.val_size=64",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "train.checkpoint_every_s=0",
+            f"out={out}",
+            "device=cpu",
+            *overrides,
+        ],
+    )
 
 
 def _strip(rows):
@@ -51,8 +62,21 @@ def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     rows = training.read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2]
-    required = {"epoch", "lr", "gate_lr", "train_loss", "train_acc", "gate_loss", "gate_acc", "val_acc",
-                "test_acc", "g_mean", "frac_g_above_half", "epoch_time_s", "images_per_s"}
+    required = {
+        "epoch",
+        "lr",
+        "gate_lr",
+        "train_loss",
+        "train_acc",
+        "gate_loss",
+        "gate_acc",
+        "val_acc",
+        "test_acc",
+        "g_mean",
+        "frac_g_above_half",
+        "epoch_time_s",
+        "images_per_s",
+    }
     assert required <= set(rows[0])
     assert rows[0]["lr"] == 0.1 and rows[0]["gate_lr"] == 0.01
     g = np.load(out / "gates.npz")
@@ -199,8 +223,10 @@ def test_checkpoints_load_with_weights_only(npz, tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused(npz, tmp_path, capsys):
     training.train(tiny(npz, tmp_path / "run", "train.epochs=1"))
-    other = build_model(load_config(None, ["model.depth=20", "model.gates=[3]"]).model,
-                        load_config(None, ["model.depth=20", "model.gates=[3]"]).gate)
+    other = build_model(
+        load_config(None, ["model.depth=20", "model.gates=[3]"]).model,
+        load_config(None, ["model.depth=20", "model.gates=[3]"]).gate,
+    )
     c = ckpt_io.load(tmp_path / "run")
     with pytest.raises(CheckpointError, match="is a ResNet-14 basic.*but the model is ResNet-20"):
         ckpt_io.load_model_state(other, c, tmp_path / "run")
@@ -249,12 +275,52 @@ def test_k3_model_steps_on_every_third_batch_across_epochs(npz, tmp_path, monkey
 
 
 def test_train_on_real_cifar10_subset_beats_chance(shared_cifar10, tmp_path):
-    cfg = load_config(None, [
-        "model.depth=14", "model.gates=[3]", f"data.path={shared_cifar10}", "data.train_subset=2000",
-        "data.val_size=1000", "train.epochs=1", "device=cpu", f"out={tmp_path / 'real'}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "model.depth=14",
+            "model.gates=[3]",
+            f"data.path={shared_cifar10}",
+            "data.train_subset=2000",
+            "data.val_size=1000",
+            "train.epochs=1",
+            "device=cpu",
+            f"out={tmp_path / 'real'}",
+        ],
+    )
     summary = training.train(cfg)
     assert summary["n_train"] == 2000
     assert summary["final_test_acc"] > 0.13
     g = np.load(tmp_path / "real" / "gates.npz")
     assert g["g_b3"].shape == (1, 2000) and g["test_g_b3"].shape == (10_000,)
+
+
+def test_eval_command_reproduces_final_test_accuracy(npz, tmp_path, capsys):
+    cfg = tiny(npz, tmp_path / "run", "train.epochs=1", "gate.input=first_unit")
+    summary = training.train(cfg)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test_acc"] == summary["final_test_acc"]
+    g = np.load(tmp_path / "run" / "gates.npz")["test_g_b3"].astype(np.float32)
+    assert abs(res["g_b3"]["mean"] - g.mean()) < 1e-3
+    assert 0 <= res["hard_gate_compute_saving"] <= 1
+    # With g forced to 0 the extra layers never run; hard routing gives g in {0, 1}.
+    assert main(["eval", str(tmp_path / "run"), "--g-mode", "skip", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["g_b3"]["mean"] == 0.0
+    assert main(["eval", str(tmp_path / "run" / "checkpoint.pt"), "--g-mode", "hard", "--json"]) == 0
+    hard = json.loads(capsys.readouterr().out)
+    assert hard["g_b3"]["mean"] == hard["g_b3"]["frac_above_half"]
+
+
+def test_demo_runs_end_to_end_on_small_data(npz, tmp_path, capsys):
+    from memgate.demo import run_demo
+
+    run_demo(
+        [f"data.path={npz}", "data.val_size=64", "data.train_subset=200", "train.epochs=2"], out=str(tmp_path / "d")
+    )
+    text = capsys.readouterr().out
+    assert "mean g noisy / clean labels" in text and "final test accuracy" in text
+    assert (tmp_path / "d" / "g_hist.png").stat().st_size > 10_000
+    assert (tmp_path / "d" / "top_g.png").stat().st_size > 10_000
+    assert len(training.read_metrics(tmp_path / "d")) == 2

@@ -39,8 +39,13 @@ def noisy_vs_clean(gates: dict[str, np.ndarray], stage: int | None = None) -> di
     return out
 
 
-def plot_g_histograms(gates_path: str | Path, png: str | Path, stage: int | None = None,
-                      overlay_epochs: list[int] | None = None, title: str | None = None) -> Path:
+def plot_g_histograms(
+    gates_path: str | Path,
+    png: str | Path,
+    stage: int | None = None,
+    overlay_epochs: list[int] | None = None,
+    title: str | None = None,
+) -> Path:
     """Figure 2: the distribution of g over all training samples, epoch by epoch.
 
     Left: a heatmap (epoch x g, log colour) of the fraction of samples per bin. Right: overlaid
@@ -61,8 +66,14 @@ def plot_g_histograms(gates_path: str | Path, png: str | Path, stage: int | None
         overlay_epochs = sorted({int(round(e)) for e in np.linspace(1, epochs, min(epochs, 5))})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     floor = 1.0 / max(1, g.shape[1])
-    im = ax1.imshow(np.maximum(hist.T, floor), origin="lower", aspect="auto", cmap="viridis",
-                    extent=(0.5, epochs + 0.5, 0, 1), norm=LogNorm(vmin=floor, vmax=1))
+    im = ax1.imshow(
+        np.maximum(hist.T, floor),
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        extent=(0.5, epochs + 0.5, 0, 1),
+        norm=LogNorm(vmin=floor, vmax=1),
+    )
     ax1.axhline(0.5, color="white", lw=0.8, ls="--")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("g")
@@ -71,8 +82,13 @@ def plot_g_histograms(gates_path: str | Path, png: str | Path, stage: int | None
     centers = (BINS[:-1] + BINS[1:]) / 2
     cmap = plt.get_cmap("plasma")
     for i, e in enumerate(overlay_epochs):
-        ax2.step(centers, hist[e - 1], where="mid", color=cmap(i / max(1, len(overlay_epochs) - 1) * 0.85),
-                 label=f"epoch {e}: {100 * (g[e - 1] > 0.5).mean():.1f}% > 0.5")
+        ax2.step(
+            centers,
+            hist[e - 1],
+            where="mid",
+            color=cmap(i / max(1, len(overlay_epochs) - 1) * 0.85),
+            label=f"epoch {e}: {100 * (g[e - 1] > 0.5).mean():.1f}% > 0.5",
+        )
     ax2.axvline(0.5, color="grey", lw=0.8, ls="--")
     ax2.set_yscale("log")
     ax2.set_xlabel("g")
@@ -88,8 +104,14 @@ def plot_g_histograms(gates_path: str | Path, png: str | Path, stage: int | None
     return png
 
 
-def plot_top_g_images(images: np.ndarray, gates: dict[str, np.ndarray], classes: list[str],
-                      png: str | Path, count: int = 32, stage: int | None = None) -> Path:
+def plot_top_g_images(
+    images: np.ndarray,
+    gates: dict[str, np.ndarray],
+    classes: list[str],
+    png: str | Path,
+    count: int = 32,
+    stage: int | None = None,
+) -> Path:
     """The training images with the highest final g, titled with their (training) label;
     red titles mark labels that label noise changed ("true" label in brackets)."""
     import matplotlib
@@ -108,7 +130,11 @@ def plot_top_g_images(images: np.ndarray, gates: dict[str, np.ndarray], classes:
         ax.imshow(images[gates["indices"][pos]])
         label = classes[gates["labels"][pos]]
         noisy = bool(gates["noisy"][pos])
-        text = f"{label}\ng={g[pos]:.2f}" if not noisy else f"{label} [{classes[gates['clean_labels'][pos]]}]\ng={g[pos]:.2f}"
+        text = (
+            f"{label}\ng={g[pos]:.2f}"
+            if not noisy
+            else f"{label} [{classes[gates['clean_labels'][pos]]}]\ng={g[pos]:.2f}"
+        )
         ax.set_title(text, fontsize=7, color="red" if noisy else "black")
     fig.suptitle("training images with the highest final g (red: noisy label, true label in brackets)", fontsize=9)
     fig.tight_layout()

@@ -51,7 +51,7 @@ def pack_padded(x: Tensor, pad: int = PAD) -> Tensor:
     """
     n, h, w, _ = x.shape
     out = torch.zeros((n, h + 2 * pad, w + 2 * pad, 4), dtype=torch.uint8, device=x.device)
-    out[:, pad:pad + h, pad:pad + w, :3] = x
+    out[:, pad : pad + h, pad : pad + w, :3] = x
     return out.view(torch.int32).squeeze(-1)
 
 
@@ -74,8 +74,9 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 class DeviceData:
     """A run's images and labels as tensors on the training device."""
 
-    def __init__(self, ds: Dataset, split: Split, mean: tuple[float, ...], std: tuple[float, ...],
-                 device: torch.device):
+    def __init__(
+        self, ds: Dataset, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+    ):
         self.device = device
         self.mean = (torch.tensor(mean, device=device) * 255).view(1, 3, 1, 1)
         self.std = (torch.tensor(std, device=device) * 255).view(1, 3, 1, 1)
@@ -99,4 +100,4 @@ class DeviceData:
     def eval_batches(self, split: str, batch_size: int = 1000):
         x_all, y_all = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
         for a in range(0, len(y_all), batch_size):
-            yield normalize(x_all[a:a + batch_size], self.mean, self.std), y_all[a:a + batch_size]
+            yield normalize(x_all[a : a + batch_size], self.mean, self.std), y_all[a : a + batch_size]

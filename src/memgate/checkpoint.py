@@ -67,7 +67,12 @@ def load_model_state(model: CifarResNet, ckpt: dict[str, Any], path: str | Path)
     mine = net.cfg
     theirs = cfg.model
     if (mine.depth, mine.block, mine.shortcut, mine.preact, mine.num_classes, tuple(mine.gates)) != (
-        theirs.depth, theirs.block, theirs.shortcut, theirs.preact, theirs.num_classes, tuple(theirs.gates)
+        theirs.depth,
+        theirs.block,
+        theirs.shortcut,
+        theirs.preact,
+        theirs.num_classes,
+        tuple(theirs.gates),
     ):
         raise CheckpointError(
             f"checkpoint: {path} is a {_arch(cfg)} with gates {list(theirs.gates)}, but the model is "
@@ -83,7 +88,9 @@ def load_model_state(model: CifarResNet, ckpt: dict[str, Any], path: str | Path)
 def _describe(net: CifarResNet) -> str:
     m = net.cfg
     kind = "pre-act" if m.preact else "post-act"
-    return f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes with gates {list(m.gates)}"
+    return (
+        f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes with gates {list(m.gates)}"
+    )
 
 
 def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
@@ -131,8 +138,12 @@ def rng_state() -> dict[str, Any]:
     py_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
     }
     if torch.cuda.is_available():

@@ -24,8 +24,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(s))
         return 0
     kind = "pre-activation" if s["preact"] else "post-activation"
-    print(f"ResNet-{s['depth']} ({s['block']} blocks, {kind}, shortcut option {s['shortcut']}), "
-          f"{s['units_per_stage']} units per stage, {s['num_classes']} classes")
+    print(
+        f"ResNet-{s['depth']} ({s['block']} blocks, {kind}, shortcut option {s['shortcut']}), "
+        f"{s['units_per_stage']} units per stage, {s['num_classes']} classes"
+    )
     print(f"  parameters      {s['params_total']:>12,d} total")
     print(f"                  {s['params_backbone']:>12,d} backbone")
     for stage, n in s["params_gate_per_stage"].items():
@@ -33,8 +35,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  MACs per image  {s['macs']:>12,d} full network")
     if s["gates"]:
         note = "" if s["gate_input"] == "first_unit" else " (a hard gate can skip them only with gate.input=first_unit)"
-        print(f"                  {s['macs_skippable']:>12,d} in the extra layers a sample skips at g=0 "
-              f"({100 * s['skippable_fraction']:.1f}%){note}")
+        print(
+            f"                  {s['macs_skippable']:>12,d} in the extra layers a sample skips at g=0 "
+            f"({100 * s['skippable_fraction']:.1f}%){note}"
+        )
     else:
         print("  no gate (baseline)")
     return 0
@@ -48,12 +52,16 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"{info['name']}: {len(info['classes'])} classes, image shape {tuple(info['image_shape'])}, "
-          f"source {info['source_format']}")
+    print(
+        f"{info['name']}: {len(info['classes'])} classes, image shape {tuple(info['image_shape'])}, "
+        f"source {info['source_format']}"
+    )
     print(f"  train {info['train']:,d} images, test {info['test']:,d} images")
     print(f"  per class (train): min {min(info['per_class_train'])}, max {max(info['per_class_train'])}")
     print(f"  per class (test):  min {min(info['per_class_test'])}, max {max(info['per_class_test'])}")
-    print("  mean " + " ".join(f"{m:.4f}" for m in info["mean"]) + "   std " + " ".join(f"{s:.4f}" for s in info["std"]))
+    print(
+        "  mean " + " ".join(f"{m:.4f}" for m in info["mean"]) + "   std " + " ".join(f"{s:.4f}" for s in info["std"])
+    )
     print(f"  classes: {', '.join(info['classes'][:12])}{' ...' if len(info['classes']) > 12 else ''}")
     print(f"  cache: {info['cache']}")
     return 0
@@ -92,8 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import sweep
 
-    return sweep(args.grid, args.overrides, jobs=args.jobs, shard=args.shard, dry_run=args.dry_run,
-                 runs_root=args.runs)
+    return sweep(args.grid, args.overrides, jobs=args.jobs, shard=args.shard, dry_run=args.dry_run, runs_root=args.runs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -109,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
         sp.add_argument("-c", "--config", required=required, help="TOML config file (configs/*.toml)")
-        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted-key overrides, values in TOML syntax, e.g. train.epochs=5 model.gates=[2,3]")
+        sp.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="dotted-key overrides, values in TOML syntax, e.g. train.epochs=5 model.gates=[2,3]",
+        )
 
     sp = sub.add_parser("info", help="architecture summary: parameters and MACs")
     with_config(sp)
@@ -135,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", help="run directory or checkpoint.pt")
     sp.add_argument("--data", help="dataset path (default: the run's own)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sp.add_argument("--g-mode", default="soft", choices=["soft", "hard", "skip", "full"],
-                    help="soft: equation (1); hard: g rounded to 0/1; skip: g=0; full: g=1")
+    sp.add_argument(
+        "--g-mode",
+        default="soft",
+        choices=["soft", "hard", "skip", "full"],
+        help="soft: equation (1); hard: g rounded to 0/1; skip: g=0; full: g=1",
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_eval)
 

@@ -151,8 +151,14 @@ def _read_cache(folder: Path) -> Dataset | None:
         arrays = {k: np.load(folder / f"{k}.npy") for k in _ARRAYS}
     except (OSError, ValueError):
         return None  # a damaged cache is rebuilt, never trusted
-    return Dataset(classes=tuple(meta["classes"]), name=meta["name"], source=meta["source"],
-                   source_format=meta["source_format"], cache=str(folder), **arrays)
+    return Dataset(
+        classes=tuple(meta["classes"]),
+        name=meta["name"],
+        source=meta["source"],
+        source_format=meta["source_format"],
+        cache=str(folder),
+        **arrays,
+    )
 
 
 def _write_cache(folder: Path, ds: Dataset) -> Dataset:
@@ -162,8 +168,7 @@ def _write_cache(folder: Path, ds: Dataset) -> Dataset:
     tmp.mkdir()
     for k in _ARRAYS:
         np.save(tmp / f"{k}.npy", getattr(ds, k))
-    meta = {"name": ds.name, "classes": list(ds.classes), "source": ds.source,
-            "source_format": ds.source_format}
+    meta = {"name": ds.name, "classes": list(ds.classes), "source": ds.source, "source_format": ds.source_format}
     (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks completeness
     try:
         os.replace(tmp, folder)
@@ -176,9 +181,7 @@ def load_dataset(path: str | Path, progress: bool = False, use_cache: bool = Tru
     """Load a dataset from any supported source, through the cache."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(
-            f"data: {path} does not exist; pass a CIFAR archive (.tar.gz/.zip), an image folder or an .npz"
-        )
+        raise DataError(f"data: {path} does not exist; pass a CIFAR archive (.tar.gz/.zip), an image folder or an .npz")
     folder = cache_root(path) / f"{path.name}-{_source_key(path)}"
     if use_cache:
         cached = _read_cache(folder)
@@ -209,9 +212,7 @@ def decode_source(path: Path, progress: bool = False) -> Dataset:
         reader = _TarReader(path)
         fmt = "image-tar"
     else:
-        raise DataError(
-            f"data: unknown format for {path}; expected .tar.gz/.tgz/.tar/.zip, .npz, or a folder"
-        )
+        raise DataError(f"data: unknown format for {path}; expected .tar.gz/.tgz/.tar/.zip, .npz, or a folder")
     names = reader.names()
     if not names:
         raise DataError(f"data: {path} is empty (expected CIFAR python batches or train/<class>/* images)")
@@ -316,8 +317,19 @@ def _from_python(reader: _Reader, path: Path, fmt: str) -> Dataset:
     parts = [batch(f) for f in train_files]
     x_test, y_test = batch(test_file)
     classes = tuple(c.decode() for c in _unpickle(reader.read(meta_file), meta_file, path)[names_key])
-    return _checked(Dataset(dname, classes, np.concatenate([p[0] for p in parts]),
-                            np.concatenate([p[1] for p in parts]), x_test, y_test, str(path), fmt, ""))
+    return _checked(
+        Dataset(
+            dname,
+            classes,
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            x_test,
+            y_test,
+            str(path),
+            fmt,
+            "",
+        )
+    )
 
 
 def _decode_images(blobs: list[bytes], names: list[str]) -> np.ndarray:
@@ -354,7 +366,9 @@ def _parallel_decode(blobs: list[bytes], names: list[str], progress: bool) -> np
                 bar.update(b - a)
         else:
             with ProcessPoolExecutor(workers) as pool:
-                for (a, b), arr in zip(spans, pool.map(_decode_images, *zip(*[(blobs[a:b], names[a:b]) for a, b in spans]))):
+                for (a, b), arr in zip(
+                    spans, pool.map(_decode_images, *zip(*[(blobs[a:b], names[a:b]) for a, b in spans]))
+                ):
                     parts.append(arr)
                     bar.update(b - a)
     return np.concatenate(parts) if parts else np.empty((0, *IMAGE_SHAPE), np.uint8)
@@ -371,16 +385,18 @@ def _from_images(reader: _Reader, path: Path, fmt: str, progress: bool) -> Datas
             prefixes.add(parts[:-3])
             splits[parts[-3]].setdefault(parts[-2], []).append(n)
     if not splits["train"] or not splits["test"]:
-        raise DataError(
-            f"data: {path} holds no train/<class>/* and test/<class>/* images; unknown layout or empty"
-        )
+        raise DataError(f"data: {path} holds no train/<class>/* and test/<class>/* images; unknown layout or empty")
     if len(prefixes) > 1:
-        raise DataError(f"data: {path} holds several train/ test/ trees ({sorted('/'.join(p) for p in prefixes)}); keep one")
+        raise DataError(
+            f"data: {path} holds several train/ test/ trees ({sorted('/'.join(p) for p in prefixes)}); keep one"
+        )
     prefix = "/".join(next(iter(prefixes)))
     train_cls, test_cls = set(splits["train"]), set(splits["test"])
     if train_cls != test_cls:
         only = sorted(train_cls ^ test_cls)
-        raise DataError(f"data: {path}: class folders differ between train/ and test/ (only in one: {only[:5]}); make them match")
+        raise DataError(
+            f"data: {path}: class folders differ between train/ and test/ (only in one: {only[:5]}); make them match"
+        )
     classes_file = f"{prefix}/classes.txt" if prefix else "classes.txt"
     if classes_file in names:
         classes = tuple(c.strip() for c in reader.read(classes_file).decode().splitlines() if c.strip())
@@ -425,8 +441,19 @@ def _from_npz(path: Path) -> Dataset:
         n = 10 if top < 10 else 100
         classes = tuple(str(i) for i in range(n))
     dname = {10: "cifar10", 100: "cifar100"}.get(len(classes), path.stem)
-    return _checked(Dataset(dname, classes, arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                            arrays["y_test"], str(path), "npz", ""))
+    return _checked(
+        Dataset(
+            dname,
+            classes,
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays["x_test"],
+            arrays["y_test"],
+            str(path),
+            "npz",
+            "",
+        )
+    )
 
 
 def _checked(ds: Dataset) -> Dataset:
@@ -528,8 +555,5 @@ def make_split(ds: Dataset, dcfg: DataConfig) -> Split:
     if dcfg.train_subset:
         train_idx = stratified_subset(train_idx, ds.y_train, dcfg.train_subset, dcfg.split_seed)
     clean = ds.y_train[train_idx]
-    noisy_labels, mask = apply_label_noise(
-        clean, ds.num_classes, dcfg.label_noise, dcfg.noise_type, dcfg.noise_seed
-    )
+    noisy_labels, mask = apply_label_noise(clean, ds.num_classes, dcfg.label_noise, dcfg.noise_type, dcfg.noise_seed)
     return Split(train_idx, val_idx, noisy_labels, clean, mask)
-

@@ -77,9 +77,7 @@ class Unit(nn.Module):
             shapes = [(in_ch, planes, 3, stride), (planes, planes, 3, 1)]
         else:
             shapes = [(in_ch, planes, 1, 1), (planes, planes, 3, stride), (planes, out_ch, 1, 1)]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(i, o, k, s, padding=k // 2, bias=False) for i, o, k, s in shapes
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, s, padding=k // 2, bias=False) for i, o, k, s in shapes)
         # Post-activation normalises each conv's output; pre-activation each conv's input.
         bn_ch = [i for i, *_ in shapes] if cfg.preact else [o for _, o, *_ in shapes]
         self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in bn_ch)
@@ -193,9 +191,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(in_ch, model.num_classes)
         self.gates = nn.ModuleDict(
             {
-                str(s): EntropyGate(
-                    stage_channels(model, s), stage_spatial(s), h, model.num_classes, gate
-                )
+                str(s): EntropyGate(stage_channels(model, s), stage_spatial(s), h, model.num_classes, gate)
                 for s, h in zip(model.gates, gate.hidden)
             }
         )
@@ -227,9 +223,7 @@ class CifarResNet(nn.Module):
             x = F.relu(self.final_bn(x))
         return ModelOutput(self.fc(x.mean(dim=(2, 3))), gates)
 
-    def _gated_stage(
-        self, stage: Stage, gate: EntropyGate, x: Tensor, g_mode: GMode
-    ) -> tuple[Tensor, GateOutput]:
+    def _gated_stage(self, stage: Stage, gate: EntropyGate, x: Tensor, g_mode: GMode) -> tuple[Tensor, GateOutput]:
         o1 = stage.first(x)
         reads_o1 = self.gate_cfg.input == "first_unit"
         if reads_o1:
@@ -242,8 +236,7 @@ class CifarResNet(nn.Module):
         else:
             o2 = stage.rest(o1)
             z, g = gate(o2)
-        g = {"soft": g, "hard": (g >= 0.5).float(), "skip": torch.zeros_like(g),
-             "full": torch.ones_like(g)}[g_mode]
+        g = {"soft": g, "hard": (g >= 0.5).float(), "skip": torch.zeros_like(g), "full": torch.ones_like(g)}[g_mode]
         gm = (g.detach() if self.gate_cfg.detach_g else g).to(o1.dtype).view(-1, 1, 1, 1)
         return gm * o2 + (1 - gm) * o1, GateOutput(z, g)
 
@@ -273,7 +266,7 @@ def param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 def unwrap(model: nn.Module) -> CifarResNet:
     """The CifarResNet inside a torch.compile / DDP wrapper."""
     while not isinstance(model, CifarResNet):
-        model = getattr(model, "_orig_mod", None) or getattr(model, "module")
+        model = getattr(model, "_orig_mod", None) or model.module
     return model
 
 

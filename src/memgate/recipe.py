@@ -21,9 +21,7 @@ from .models import param_groups
 # ----------------------------------------------------------------------------- LR schedules
 
 
-def main_lr(
-    epoch: int, *, lr: float, milestones: tuple[int, ...], warmup_epochs: int, warmup_lr: float
-) -> float:
+def main_lr(epoch: int, *, lr: float, milestones: tuple[int, ...], warmup_epochs: int, warmup_lr: float) -> float:
     """Model LR during 0-based ``epoch``: warm-up, then /10 from the start of each milestone epoch."""
     if epoch < warmup_epochs:
         return warmup_lr
@@ -50,9 +48,7 @@ def gate_lr(epoch: int, *, lr: float, schedule: str) -> float:
 
 def model_lr(cfg: Config, epoch: int) -> float:
     t = cfg.train
-    return main_lr(
-        epoch, lr=t.lr, milestones=t.milestones, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr
-    )
+    return main_lr(epoch, lr=t.lr, milestones=t.milestones, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr)
 
 
 def gate_lr_for(cfg: Config, epoch: int) -> float:
@@ -68,20 +64,24 @@ def set_lr(opt: torch.optim.Optimizer | None, lr: float) -> None:
 # ----------------------------------------------------------------------------- optimizers
 
 
-def make_optimizers(
-    model: nn.Module, cfg: Config
-) -> tuple[torch.optim.SGD, torch.optim.SGD | None]:
+def make_optimizers(model: nn.Module, cfg: Config) -> tuple[torch.optim.SGD, torch.optim.SGD | None]:
     """(model optimizer over the backbone, gate optimizer over the gate heads or None)."""
     backbone, gate = param_groups(model)
     t, go = cfg.train, cfg.gate_optim
     model_opt = torch.optim.SGD(
-        backbone, lr=model_lr(cfg, 0), momentum=t.momentum, weight_decay=t.weight_decay,
+        backbone,
+        lr=model_lr(cfg, 0),
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
         foreach=True,
     )
     gate_opt = None
     if gate:
         gate_opt = torch.optim.SGD(
-            gate, lr=gate_lr_for(cfg, 0), momentum=go.momentum, weight_decay=go.weight_decay,
+            gate,
+            lr=gate_lr_for(cfg, 0),
+            momentum=go.momentum,
+            weight_decay=go.weight_decay,
             foreach=True,
         )
     return model_opt, gate_opt
@@ -146,6 +146,9 @@ def train_step(
         correct = (out.logits.argmax(1) == y).sum()
         gate_correct = (gate_outs[-1].logits.argmax(1) == y).sum() if gate_outs else correct * 0
     return StepResult(
-        loss.detach(), correct, gate_loss.detach(), gate_correct,
+        loss.detach(),
+        correct,
+        gate_loss.detach(),
+        gate_correct,
         {s: go.g.detach() for s, go in out.gates.items()},
     )

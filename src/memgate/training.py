@@ -32,11 +32,12 @@ from .augment import DeviceData, epoch_plan
 from .config import Config, config_from_dict, read_toml
 from .data import Split, find_data, load_dataset, make_split, normalization
 from .errors import ConfigError, DataError, RunError
-from .models import CifarResNet, architecture_summary, build_model, unwrap
+from .models import CifarResNet, architecture_summary, build_model
 from .recipe import gate_lr_for, make_optimizers, model_lr, set_lr, train_step
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "gates.npz", "checkpoint.pt", "summary.json", "g_hist.png")
 PROGRESS_EVERY = 25  # batches between progress-bar refreshes (each one is a host sync)
+EVAL_BATCH = 256  # larger batches run slower on a CPU (cache) and gain nothing on a GPU at this size
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
 
 
@@ -70,7 +71,7 @@ class Dist:
             flat /= self.world
             offset = 0
             for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
 
 
@@ -128,7 +129,8 @@ def run_state(cfg: Config, force: bool = False) -> str:
                 k = diff[0]
                 raise RunError(
                     f"run: {out} holds a run with another config ({k}: {old.get(k)!r} there, {new.get(k)!r} now"
-                    f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); choose another out=, or --force to replace it"
+                    f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); "
+                    "choose another out=, or --force to replace it"
                 )
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
@@ -159,8 +161,7 @@ def read_metrics(run: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, split: str, autocast,
-             g_mode: str = "soft") -> dict[str, Any]:
+def evaluate(model: torch.nn.Module, data: DeviceData, split: str, autocast, g_mode: str = "soft") -> dict[str, Any]:
     """Accuracy and per-sample g over ``split`` ('val' or 'test'); one host sync at the end."""
     was_training = model.training
     model.eval()
@@ -168,7 +169,7 @@ def evaluate(model: torch.nn.Module, data: DeviceData, split: str, autocast,
     loss = torch.zeros((), device=data.device)
     gs: dict[int, list[Tensor]] = {}
     n = 0
-    for x, y in data.eval_batches(split):
+    for x, y in data.eval_batches(split, EVAL_BATCH):
         with autocast:
             out = model(x, g_mode=g_mode)
         correct += (out.logits.argmax(1) == y).sum()
@@ -203,7 +204,9 @@ class EpochTotals:
         return cls(z(), z(torch.long), z(), z(torch.long), z(torch.long))
 
     def as_tensor(self) -> Tensor:
-        return torch.stack([self.loss, self.correct.float(), self.gate_loss, self.gate_correct.float(), self.seen.float()])
+        return torch.stack(
+            [self.loss, self.correct.float(), self.gate_loss, self.gate_correct.float(), self.seen.float()]
+        )
 
     def state(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in self.__dict__.items()}
@@ -253,10 +256,12 @@ class Trainer:
         if cfg.train.init != "scratch":
             ckpt_io.init_from_baseline(self.net, cfg.train.init)
         cuda = self.device.type == "cuda"
-        self.net.to(self.device, memory_format=torch.channels_last if cuda and cfg.train.channels_last else torch.preserve_format)
+        self.net.to(
+            self.device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format
+        )
         self.model = torch.compile(self.net) if cfg.train.compile else self.net
         self.model_opt, self.gate_opt = make_optimizers(self.net, cfg)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.train.amp else nullcontext())
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.train.amp else nullcontext()
         self.stages = list(cfg.model.gates)
         self.state = RunState()
         self._stop: str | None = None
@@ -357,16 +362,35 @@ class Trainer:
 
         from tqdm import tqdm
 
-        bar = tqdm(total=n_batches, initial=s.batch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   unit="batch", disable=not self.tty, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=n_batches,
+            initial=s.batch,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            unit="batch",
+            disable=not self.tty,
+            leave=False,
+            dynamic_ncols=True,
+        )
         t0 = time.perf_counter()
         last_ckpt = t0
         for b in range(s.batch, n_batches):
             x, y, pos = data.train_batch(plan, b * bsz, min(n, (b + 1) * bsz))
             if self.dist.world > 1:  # each rank takes its share of the global batch
-                x, y, pos = x[self.dist.rank::self.dist.world], y[self.dist.rank::self.dist.world], pos[self.dist.rank::self.dist.world]
-            r = train_step(self.model, x, y, self.model_opt, self.gate_opt,
-                           step_model=(s.iteration + 1) % k == 0, autocast=self.autocast, sync_grads=sync)
+                x, y, pos = (
+                    x[self.dist.rank :: self.dist.world],
+                    y[self.dist.rank :: self.dist.world],
+                    pos[self.dist.rank :: self.dist.world],
+                )
+            r = train_step(
+                self.model,
+                x,
+                y,
+                self.model_opt,
+                self.gate_opt,
+                step_model=(s.iteration + 1) % k == 0,
+                autocast=self.autocast,
+                sync_grads=sync,
+            )
             tot.loss += r.loss * len(y)
             tot.correct += r.correct
             tot.gate_loss += r.gate_loss * len(y)
@@ -378,10 +402,16 @@ class Trainer:
             s.batch = b + 1
             if self.tty and (b % PROGRESS_EVERY == 0 or b == n_batches - 1):
                 done = max(1, int(tot.seen.item()))
-                bar.set_postfix(loss=f"{tot.loss.item() / done:.3f}", acc=f"{tot.correct.item() / done:.3f}",
-                                img_s=f"{done / (s.train_time + time.perf_counter() - t0):.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{tot.loss.item() / done:.3f}",
+                    acc=f"{tot.correct.item() / done:.3f}",
+                    img_s=f"{done / (s.train_time + time.perf_counter() - t0):.0f}",
+                    refresh=False,
+                )
                 bar.update(b + 1 - bar.n)
-            if self._stop or (cfg.train.checkpoint_every_s and time.perf_counter() - last_ckpt > cfg.train.checkpoint_every_s):
+            if self._stop or (
+                cfg.train.checkpoint_every_s and time.perf_counter() - last_ckpt > cfg.train.checkpoint_every_s
+            ):
                 s.train_time += time.perf_counter() - t0
                 t0 = last_ckpt = time.perf_counter()
                 self._check_finite(tot, epoch, mid_epoch=True)
@@ -417,8 +447,11 @@ class Trainer:
         loss, correct, gate_loss, gate_correct, seen = totals.tolist()
         self._check_finite(s.totals, epoch)
         t_eval = time.perf_counter()
-        val = evaluate(self.model, self.data, "val", self.autocast) if len(self.data.val_y) else None
-        test = evaluate(self.model, self.data, "test", self.autocast)
+        last = epoch + 1 == self.cfg.train.epochs
+        val = test = None
+        if last or (epoch + 1) % self.cfg.train.eval_every == 0:
+            val = evaluate(self.model, self.data, "val", self.autocast) if len(self.data.val_y) else None
+            test = evaluate(self.model, self.data, "test", self.autocast)
         eval_time = time.perf_counter() - t_eval
         g = s.g_epoch[-1] if self.stages else None
         row = {
@@ -430,11 +463,11 @@ class Trainer:
             "gate_loss": gate_loss / seen if self.stages else None,
             "gate_acc": gate_correct / seen if self.stages else None,
             "val_acc": val["acc"] if val else None,
-            "test_acc": test["acc"],
-            "test_loss": test["loss"],
+            "test_acc": test["acc"] if test else None,
+            "test_loss": test["loss"] if test else None,
             "g_mean": g.mean().item() if g is not None else None,
             "frac_g_above_half": (g > 0.5).float().mean().item() if g is not None else None,
-            "test_g_mean": test["g"][self.stages[-1]].mean().item() if self.stages else None,
+            "test_g_mean": test["g"][self.stages[-1]].mean().item() if test and self.stages else None,
             "epoch_time_s": s.train_time,
             "eval_time_s": eval_time,
             "images_per_s": seen / s.train_time if s.train_time else None,
@@ -456,15 +489,28 @@ class Trainer:
 
     def _log_tensorboard(self, writer, row: dict, g: Tensor | None) -> None:
         step = row["epoch"]
-        for key in ("train_loss", "train_acc", "gate_loss", "gate_acc", "val_acc", "test_acc", "lr",
-                    "gate_lr", "g_mean", "frac_g_above_half", "images_per_s"):
+        for key in (
+            "train_loss",
+            "train_acc",
+            "gate_loss",
+            "gate_acc",
+            "val_acc",
+            "test_acc",
+            "lr",
+            "gate_lr",
+            "g_mean",
+            "frac_g_above_half",
+            "images_per_s",
+        ):
             if row.get(key) is not None:
                 writer.add_scalar(key, row[key], step)
         if g is not None:
             writer.add_histogram("g/train", g.float().cpu(), step, bins=np.linspace(0, 1, 51))
         writer.flush()
 
-    def _write_gates(self, val: dict | None, test: dict) -> None:
+    def _write_gates(self, val: dict | None, test: dict | None) -> None:
+        """gates.npz: g of every training sample at every epoch so far, and of the validation and
+        test sets at the latest evaluated epoch (the final one once the run ends)."""
         s = self.state
         arrays: dict[str, np.ndarray] = {
             "stages": np.array(self.stages),
@@ -474,9 +520,13 @@ class Trainer:
             "noisy": self.split.noisy,
             "test_labels": self.test_labels,
         }
+        if test is None and (self.out / "gates.npz").exists():  # keep the last evaluated g
+            with np.load(self.out / "gates.npz") as old:
+                arrays.update({k: old[k] for k in old.files if k.startswith(("test_g", "val_"))})
         for i, st in enumerate(self.stages):
             arrays[f"g_b{st}"] = s.g_hist[:, i].numpy()
-            arrays[f"test_g_b{st}"] = test["g"][st].cpu().numpy().astype(np.float16)
+            if test is not None:
+                arrays[f"test_g_b{st}"] = test["g"][st].cpu().numpy().astype(np.float16)
             if val is not None:
                 arrays[f"val_g_b{st}"] = val["g"][st].cpu().numpy().astype(np.float16)
         if val is not None:
@@ -525,14 +575,22 @@ def _in_main_thread() -> bool:
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']:>3d}/{epochs}", f"lr {row['lr']:.4g}", f"loss {row['train_loss']:.4f}",
-             f"train {100 * row['train_acc']:.2f}%"]
+    parts = [
+        f"epoch {row['epoch']:>3d}/{epochs}",
+        f"lr {row['lr']:.4g}",
+        f"loss {row['train_loss']:.4f}",
+        f"train {100 * row['train_acc']:.2f}%",
+    ]
     if row["val_acc"] is not None:
         parts.append(f"val {100 * row['val_acc']:.2f}%")
-    parts.append(f"test {100 * row['test_acc']:.2f}%")
+    if row["test_acc"] is not None:
+        parts.append(f"test {100 * row['test_acc']:.2f}%")
     if row["g_mean"] is not None:
-        parts += [f"gate acc {100 * row['gate_acc']:.1f}%", f"g mean {row['g_mean']:.3f}",
-                  f"g>0.5 {100 * row['frac_g_above_half']:.1f}%"]
+        parts += [
+            f"gate acc {100 * row['gate_acc']:.1f}%",
+            f"g mean {row['g_mean']:.3f}",
+            f"g>0.5 {100 * row['frac_g_above_half']:.1f}%",
+        ]
     parts += [f"{row['epoch_time_s']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
     return " | ".join(parts)
 
@@ -543,8 +601,10 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
     state = run_state(cfg, force)
     if state == "done":
         summary = json.loads((out / "summary.json").read_text())
-        print(f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%"
-              + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else ""))
+        print(
+            f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%"
+            + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else "")
+        )
         return summary
     trainer = Trainer(cfg)
     if trainer.dist.main:
@@ -554,16 +614,19 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
         trainer.restore()
     else:
         s = architecture_summary(trainer.net)
-        trainer.log(f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
-                    f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {out}")
+        trainer.log(
+            f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
+            f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {out}"
+        )
     return trainer.fit()
 
 
 # ----------------------------------------------------------------------------- eval command
 
 
-def evaluate_run(run: str | Path, data_path: str | None = None, device: str = "auto",
-                 g_mode: str = "soft") -> dict[str, Any]:
+def evaluate_run(
+    run: str | Path, data_path: str | None = None, device: str = "auto", g_mode: str = "soft"
+) -> dict[str, Any]:
     """Test accuracy and gate statistics of a run directory or checkpoint."""
     path = Path(run)
     c = ckpt_io.load(path)
@@ -579,22 +642,31 @@ def evaluate_run(run: str | Path, data_path: str | None = None, device: str = "a
     data = DeviceData(ds, make_split(ds, dcfg), *normalization(dcfg, ds.name), dev)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.amp else nullcontext()
     res = evaluate(net, data, "test", autocast, g_mode=g_mode)
-    out: dict[str, Any] = {"checkpoint_epoch": c["epoch"], "test_acc": res["acc"], "test_loss": res["loss"],
-                           "g_mode": g_mode}
+    out: dict[str, Any] = {
+        "checkpoint_epoch": c["epoch"],
+        "test_acc": res["acc"],
+        "test_loss": res["loss"],
+        "g_mode": g_mode,
+    }
     lines = [f"{path}: epoch {c['epoch']}, test accuracy {100 * res['acc']:.2f}% (g mode {g_mode})"]
     if cfg.model.gates:
         summary = architecture_summary(net)
         for st, g in res["g"].items():
             stats = {"mean": g.mean().item(), "frac_above_half": (g > 0.5).float().mean().item()}
             out[f"g_b{st}"] = stats
-            lines.append(f"  gate over B{st}: mean g {stats['mean']:.3f}, g > 0.5 for {100 * stats['frac_above_half']:.1f}% of test images")
+            lines.append(
+                f"  gate over B{st}: mean g {stats['mean']:.3f}, "
+                f"g > 0.5 for {100 * stats['frac_above_half']:.1f}% of test images"
+            )
         g_last = next(iter(res["g"].values()))
         skip = (g_last <= 0.5).float().mean().item() if len(res["g"]) == 1 else None
         if skip is not None:
             saved = skip * summary["macs_skippable"] / summary["macs"]
             out["hard_gate_compute_saving"] = saved
-            lines.append(f"  a hard gate (g rounded) would skip the extra layers for {100 * skip:.1f}% of images, "
-                         f"saving {100 * saved:.1f}% of MACs" + ("" if cfg.gate.input == "first_unit" else
-                                                                 " (realisable only with gate.input=first_unit)"))
+            lines.append(
+                f"  a hard gate (g rounded) would skip the extra layers for {100 * skip:.1f}% of images, "
+                f"saving {100 * saved:.1f}% of MACs"
+                + ("" if cfg.gate.input == "first_unit" else " (realisable only with gate.input=first_unit)")
+            )
     out["text"] = "\n".join(lines)
     return out
