@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import MemgateError
+from .errors import ConfigError, MemgateError
 
 
 def _config(args: argparse.Namespace):
@@ -100,7 +100,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import sweep
 
-    return sweep(args.grid, args.overrides, jobs=args.jobs, shard=args.shard, dry_run=args.dry_run, runs_root=args.runs)
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = tuple(int(s) for s in args.seeds.split(","))
+        except ValueError:
+            raise ConfigError(f"sweep: --seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    return sweep(
+        args.grid,
+        args.overrides,
+        jobs=args.jobs,
+        shard=args.shard,
+        dry_run=args.dry_run,
+        runs_root=args.runs,
+        seeds=seeds,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -167,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
     sp.add_argument("--shard", default=None, help="I/N: take the I-th of N deterministic shards (1-based)")
     sp.add_argument("--dry-run", action="store_true", help="list the runs and their overrides")
+    sp.add_argument("--seeds", default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4")
     sp.add_argument("--runs", default="runs", help="root directory of grid outputs")
     sp.set_defaults(func=cmd_sweep)
 
@@ -182,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MemgateError as e:
-        print(f"memgate: error: {e}", file=sys.stderr)
-        return 2
+        from .training import Interrupted
+
+        print(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
+        return 130 if isinstance(e, Interrupted) else 2
 
 
 if __name__ == "__main__":

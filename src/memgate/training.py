@@ -231,11 +231,11 @@ class RunState:
 class Trainer:
     """Owns one run: data, model, optimizers, state; ``fit`` runs the remaining epochs."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None):
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.device = pick_device(cfg.device)
-        self.dist = init_distributed(self.device)
+        self.device = device or pick_device(cfg.device)
+        self.dist = world or init_distributed(self.device)
         self.tty = sys.stderr.isatty() and self.dist.main
 
         self.log("loading data ...")
@@ -270,7 +270,7 @@ class Trainer:
 
     def log(self, msg: str) -> None:
         if self.dist.main:
-            print(msg, file=sys.stderr if self.tty else sys.stdout, flush=True)
+            print(msg, flush=True)
 
     # -- checkpoints
 
@@ -341,7 +341,8 @@ class Trainer:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.out / "tb"), purge_step=self.state.epoch)
+        # Events are logged at step = epoch number (1-based); drop any a killed run logged past its checkpoint.
+        return SummaryWriter(str(self.out / "tb"), purge_step=self.state.epoch + 1)
 
     def _train_epoch(self, writer) -> None:
         cfg, s, data = self.cfg, self.state, self.data
@@ -409,8 +410,17 @@ class Trainer:
                     refresh=False,
                 )
                 bar.update(b + 1 - bar.n)
+            if self._stop and self.dist.world > 1:
+                # Mid-epoch state is spread over the ranks; the epoch-end checkpoint is the consistent one.
+                bar.close()
+                raise Interrupted(
+                    f"run: stopped by {self._stop} in epoch {epoch + 1}; run the same command to resume from "
+                    f"the end of epoch {epoch} ({self.out})"
+                )
             if self._stop or (
-                cfg.train.checkpoint_every_s and time.perf_counter() - last_ckpt > cfg.train.checkpoint_every_s
+                self.dist.world == 1
+                and cfg.train.checkpoint_every_s
+                and time.perf_counter() - last_ckpt > cfg.train.checkpoint_every_s
             ):
                 s.train_time += time.perf_counter() - t0
                 t0 = last_ckpt = time.perf_counter()
@@ -598,7 +608,9 @@ def _epoch_line(row: dict, epochs: int) -> str:
 def train(cfg: Config, force: bool = False) -> dict[str, Any]:
     """Train (or resume, or report) the run in ``cfg.out``. Returns its summary."""
     out = Path(cfg.out)
-    state = run_state(cfg, force)
+    device = pick_device(cfg.device)
+    world = init_distributed(device)
+    state = _agreed_run_state(cfg, force, world)
     if state == "done":
         summary = json.loads((out / "summary.json").read_text())
         print(
@@ -606,7 +618,7 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
             + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else "")
         )
         return summary
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, device, world)
     if trainer.dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(cfg.to_toml())
@@ -619,6 +631,21 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
             f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {out}"
         )
     return trainer.fit()
+
+
+def _agreed_run_state(cfg: Config, force: bool, world: Dist) -> str:
+    """Rank 0 inspects (and with --force clears) the run directory; the other ranks follow its verdict."""
+    verdict: list[Any] = [None]
+    if world.main:
+        try:
+            verdict[0] = run_state(cfg, force)
+        except RunError as e:
+            verdict[0] = e
+    if world.world > 1:
+        dist.broadcast_object_list(verdict, src=0)
+    if isinstance(verdict[0], RunError):
+        raise verdict[0]
+    return verdict[0]
 
 
 # ----------------------------------------------------------------------------- eval command
