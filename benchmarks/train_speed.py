@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from memgate.augment import DeviceData, epoch_plan
 from memgate.config import DataConfig, load_config
-from memgate.data import RELEASED_NORM, Dataset as CifarData, load_dataset, make_split
+from memgate.data import RELEASED_NORM, load_dataset, make_split
+from memgate.data import Dataset as CifarData
 from memgate.models import build_model, count_macs
 from memgate.recipe import make_optimizers, train_step
 from memgate.training import EVAL_BATCH
@@ -289,10 +290,8 @@ def main() -> None:
     }
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name(device)
-    print(
-        f"device {device} ({results.get('gpu', f'{results['threads']} threads')}), fp32 matmul peak "
-        f"{peak / 1e9:,.1f} GFLOP/s"
-    )
+    where = results.get("gpu", f"{results['threads']} threads")
+    print(f"device {device} ({where}), fp32 matmul peak {peak / 1e9:,.1f} GFLOP/s")
     for depth in args.depth:
         r = bench_depth(depth, ds, device, args.batches, args.repeats)
         r["flops_fraction_of_peak"] = r["train_flops_per_s"] / peak

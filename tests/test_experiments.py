@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datafactory import write_learnable_npz
 from scipy import stats
 
-from datafactory import write_learnable_npz
 from memgate import checkpoint as ckpt_io
 from memgate.cli import main
 from memgate.config import ConfigError
