@@ -128,7 +128,8 @@ def time_memgate_train(model, opts, data: DeviceData, k: int, n_batches: int, de
     _sync(device)
     t = time.perf_counter()
     for b in range(n_batches):
-        x, y, pos = data.train_batch(plan, b * 128, (b + 1) * 128)
+        batch = data.train_batch(plan, b * 128, (b + 1) * 128)
+        x, y, pos = batch.x, batch.y, batch.pos
         r = train_step(model, x, y, model_opt, gate_opt, step_model=(b + 1) % k == 0, autocast=autocast)
         for g in r.g.values():
             g_buf[pos] = g

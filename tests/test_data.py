@@ -329,5 +329,51 @@ def test_shared_cifar10_counts_and_published_means(shared_cifar10):
     assert time.perf_counter() - t < 10  # cached; the benchmark measures the real figure
     # A device-resident split builds and yields normalised channels_last batches.
     dd = DeviceData(ds, make_split(ds, DataConfig()), *RELEASED_NORM, torch.device("cpu"))
-    x, y, pos = dd.train_batch(epoch_plan(dd.n_train, 0, 0), 0, 128)
-    assert x.shape == (128, 3, 32, 32) and x.dtype == torch.float32 and len(pos) == 128
+    sp = make_split(ds, DataConfig())
+    batch = dd.train_batch(epoch_plan(dd.n_train, 0, 0), 0, 128)
+    assert batch.x.shape == (128, 3, 32, 32) and batch.x.dtype == torch.float32
+    assert batch.x.is_contiguous(memory_format=torch.channels_last)
+    # Every batch carries the samples' dataset indices: its labels are the dataset's labels there.
+    assert torch.equal(batch.index, torch.from_numpy(sp.train_idx)[batch.pos])
+    assert torch.equal(batch.y, torch.from_numpy(ds.y_train)[batch.index])
+    # Two ranks split the same global batch between them.
+    halves = [dd.train_batch(epoch_plan(dd.n_train, 0, 0), 0, 128, r, 2).pos for r in (0, 1)]
+    assert sorted(torch.cat(halves).tolist()) == sorted(batch.pos.tolist())
+
+
+def test_offline_download_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import urllib.error
+
+    from memgate import data as data_mod
+    from memgate.errors import DataError
+
+    def offline(*a, **kw):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", offline)
+    monkeypatch.setenv("MEMGATE_DATA", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(DataError, match="cannot download cifar-10-python.tar.gz.*MEMGATE_DATA") as e:
+        data_mod.find_data(DataConfig())
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "nothing-here").glob("*.part"))
+
+
+def test_download_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    from memgate import data as data_mod
+    from memgate.errors import DataError
+
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", lambda *a, **kw: io.BytesIO(b"not the archive"))
+    monkeypatch.setenv("MEMGATE_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="md5"):
+        data_mod.find_data(DataConfig(dataset="cifar100"))
+    assert not (tmp_path / "cifar-100-python.tar.gz").exists()
+
+
+def test_memgate_data_in_env_dir_is_found(tmp_path, arrays, monkeypatch):
+    from memgate.data import find_data
+
+    write_zip(tmp_path / "cifar10.zip", image_tree_files(*arrays))
+    monkeypatch.setenv("MEMGATE_DATA", str(tmp_path))
+    assert find_data(DataConfig()) == tmp_path / "cifar10.zip"
+    assert find_data(DataConfig(path=str(tmp_path / "x.npz"))) == tmp_path / "x.npz"

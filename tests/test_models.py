@@ -238,3 +238,21 @@ def test_config_errors_are_one_line_and_name_the_key(overrides, needle):
         load_config(None, overrides)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_info_cli_json_and_errors(capsys):
+    import json
+    from pathlib import Path
+
+    from memgate.cli import main
+
+    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "gated_b3.toml")
+    assert main(["info", "-c", cfg, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params_gate"] == 38_410 and info["params_total"] == 1_730_714 + 38_410
+    assert {"params_total", "params_gate", "macs", "macs_skippable"} <= set(info)
+    assert main(["info", "-c", cfg, "model.depth=21"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("memgate: error: config: model.depth=21") and "\n" not in err
+    assert main(["info", "-c", cfg, "gate.g=tanh"]) == 2
+    assert "'sigmoid', 'normalized'" in capsys.readouterr().err

@@ -71,6 +71,14 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return torch.addcmul(-mean / std, x.permute(0, 3, 1, 2).float(), 1 / std)
 
 
+@dataclass
+class Batch:
+    x: Tensor  # normalised images, float NCHW (channels_last memory)
+    y: Tensor  # training labels (noisy where label noise hit)
+    pos: Tensor  # positions in the training split: the columns of gates.npz
+    index: Tensor  # the samples' indices in the source dataset's training set
+
+
 class DeviceData:
     """A run's images and labels as tensors on the training device."""
 
@@ -82,6 +90,7 @@ class DeviceData:
         self.std = (torch.tensor(std, device=device) * 255).view(1, 3, 1, 1)
         self.train_packed = pack_padded(torch.from_numpy(ds.x_train[split.train_idx]).to(device))
         self.train_y = torch.from_numpy(split.train_labels).to(device)
+        self.train_index = torch.from_numpy(split.train_idx).to(device)
         self.val_x = torch.from_numpy(ds.x_train[split.val_idx]).to(device)
         self.val_y = torch.from_numpy(ds.y_train[split.val_idx]).to(device)
         self.test_x = torch.from_numpy(ds.x_test).to(device)
@@ -91,11 +100,11 @@ class DeviceData:
     def n_train(self) -> int:
         return len(self.train_y)
 
-    def train_batch(self, plan: EpochPlan, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(normalised images, labels, training positions) of plan.order[start:stop]."""
-        pos = plan.order[start:stop]
+    def train_batch(self, plan: EpochPlan, start: int, stop: int, rank: int = 0, world: int = 1) -> Batch:
+        """Batch ``plan.order[start:stop]``; under data parallelism, this rank's share of it."""
+        pos = plan.order[start:stop][rank::world]
         x = crop_flip(self.train_packed, pos, plan.dy[pos], plan.dx[pos], plan.flip[pos])
-        return normalize(x, self.mean, self.std), self.train_y[pos], pos
+        return Batch(normalize(x, self.mean, self.std), self.train_y[pos], pos, self.train_index[pos])
 
     def eval_batches(self, split: str, batch_size: int = 1000):
         x_all, y_all = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")

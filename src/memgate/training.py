@@ -375,13 +375,8 @@ class Trainer:
         t0 = time.perf_counter()
         last_ckpt = t0
         for b in range(s.batch, n_batches):
-            x, y, pos = data.train_batch(plan, b * bsz, min(n, (b + 1) * bsz))
-            if self.dist.world > 1:  # each rank takes its share of the global batch
-                x, y, pos = (
-                    x[self.dist.rank :: self.dist.world],
-                    y[self.dist.rank :: self.dist.world],
-                    pos[self.dist.rank :: self.dist.world],
-                )
+            batch = data.train_batch(plan, b * bsz, min(n, (b + 1) * bsz), self.dist.rank, self.dist.world)
+            x, y, pos = batch.x, batch.y, batch.pos
             r = train_step(
                 self.model,
                 x,
