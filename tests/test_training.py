@@ -53,7 +53,7 @@ def _weights(run):
     return ckpt_io.load(run)["model"]
 
 
-def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path):
+def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path, capsys):
     cfg = tiny(npz, tmp_path / "run", "data.label_noise=0.25")
     summary = training.train(cfg)
     out = Path(cfg.out)
@@ -95,6 +95,13 @@ def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path):
     assert summary["noisy_train"] == int(g["noisy"].sum())
     saved = load_config(out / "config.toml")
     assert saved == cfg
+    # memgate analyze: noisy vs clean g, Figure 2, the hardest images.
+    assert main(["analyze", str(out), "-o", str(tmp_path / "an")]) == 0
+    for name in ("g_hist.png", "noisy_vs_clean.png", "top_g.png"):
+        assert (tmp_path / "an" / name).exists(), name
+    text = capsys.readouterr().out
+    n_noisy = int(g["noisy"].sum())
+    assert f"noisy labels (n={n_noisy:,d})" in text and "hardest classes" in text
 
 
 def test_finished_run_is_not_retrained(npz, tmp_path, capsys):
@@ -321,6 +328,7 @@ def test_demo_runs_end_to_end_on_small_data(npz, tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "mean g noisy / clean labels" in text and "final test accuracy" in text
+    assert "hardest classes" in text and "a hard gate would skip" in text
     assert (tmp_path / "d" / "g_hist.png").stat().st_size > 10_000
     assert (tmp_path / "d" / "top_g.png").stat().st_size > 10_000
     assert len(training.read_metrics(tmp_path / "d")) == 2

@@ -142,3 +142,88 @@ def plot_top_g_images(
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+def plot_noisy_vs_clean(gates: dict[str, np.ndarray], png: str | Path, stage: int | None = None) -> Path:
+    """Mean g and share of g > 0.5 per epoch, for noisy-label and clean training samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nv = noisy_vs_clean(gates, stage)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, colour in (("clean", "tab:blue"), ("noisy", "tab:red")):
+        if nv[f"{name}_g_mean"] is None:
+            continue
+        epochs = np.arange(1, len(nv[f"{name}_g_mean"]) + 1)
+        label = f"{name} labels (n={nv[f'n_{name}']:,d})"
+        ax1.plot(epochs, nv[f"{name}_g_mean"], color=colour, label=label)
+        ax2.plot(epochs, 100 * np.array(nv[f"{name}_frac_above_half"]), color=colour, label=label)
+    ax1.set(xlabel="epoch", ylabel="mean g", title="mean g of training samples", ylim=(0, 1))
+    ax2.set(xlabel="epoch", ylabel="% with g > 0.5", title="samples routed mostly through the extra layers")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def per_class_g(gates: dict[str, np.ndarray], classes: list[str], stage: int | None = None) -> list[tuple[str, float]]:
+    """Mean final-epoch g per (training) label, hardest class first."""
+    g = gates[f"g_b{stage or deepest_stage(gates)}"][-1].astype(np.float32)
+    labels = gates["labels"]
+    rows = [(c, float(g[labels == i].mean())) for i, c in enumerate(classes) if (labels == i).any()]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
+    """Figures and a text summary of where a run's gate sends its training samples."""
+    from .checkpoint import checkpoint_config, load
+    from .data import find_data, load_dataset
+    from .errors import MemgateError, RunError
+
+    run = Path(run)
+    if not (run / "gates.npz").exists():
+        raise RunError(f"analyze: {run} has no gates.npz (not a gated run, or no epoch finished yet)")
+    out_dir = Path(out) if out else run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gates = load_gates(run)
+    stage = deepest_stage(gates)
+    g = gates[f"g_b{stage}"].astype(np.float32)
+    lines = [f"{run}: gate over B{stage}, {g.shape[1]:,d} training samples, {g.shape[0]} epochs"]
+    for e in sorted({0, g.shape[0] // 2, g.shape[0] - 1}):
+        lines.append(f"  epoch {e + 1:>3d}: mean g {g[e].mean():.3f}, g > 0.5 for {100 * (g[e] > 0.5).mean():5.1f}%")
+    nv = noisy_vs_clean(gates, stage)
+    if nv["noisy_g_mean"] is not None:
+        lines.append(
+            f"  final epoch, noisy labels (n={nv['n_noisy']:,d}): mean g {nv['noisy_g_mean'][-1]:.3f}, "
+            f"{100 * nv['noisy_frac_above_half'][-1]:.1f}% > 0.5; clean (n={nv['n_clean']:,d}): "
+            f"mean g {nv['clean_g_mean'][-1]:.3f}, {100 * nv['clean_frac_above_half'][-1]:.1f}% > 0.5"
+        )
+        plot_noisy_vs_clean(gates, out_dir / "noisy_vs_clean.png", stage)
+    plot_g_histograms(run / "gates.npz", out_dir / "g_hist.png", stage)
+    summary_file = run / "summary.json"
+    if summary_file.exists():
+        import json
+
+        s = json.loads(summary_file.read_text())
+        if f"test_g_b{stage}" in gates:
+            skip = float((gates[f"test_g_b{stage}"].astype(np.float32) <= 0.5).mean())
+            lines.append(
+                f"  a hard gate would skip the extra layers for {100 * skip:.1f}% of test images: "
+                f"{100 * skip * s['macs_skippable'] / s['macs']:.1f}% of the MACs"
+            )
+    try:
+        cfg = checkpoint_config(load(run), run)
+        ds = load_dataset(find_data(cfg.data, download=False))
+        classes = list(ds.classes)
+        plot_top_g_images(ds.x_train, gates, classes, out_dir / "top_g.png", stage=stage)
+        ranked = per_class_g(gates, classes, stage)
+        lines.append("  hardest classes (mean final g): " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[:5]))
+        lines.append("  easiest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[-5:]))
+    except MemgateError as e:  # the images are optional: the statistics above stand without them
+        lines.append(f"  (no image grid: {e})")
+    lines.append(f"  figures in {out_dir}")
+    return "\n".join(lines)

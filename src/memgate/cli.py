@@ -90,6 +90,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze_run
+
+    print(analyze_run(args.run, args.out))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -168,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("analyze", help="where the gate sends training samples: Figure 2, noisy vs clean, top-g images")
+    sp.add_argument("run", help="run directory")
+    sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
+    sp.set_defaults(func=cmd_analyze)
 
     sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 5 minutes on a CPU)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
