@@ -223,7 +223,7 @@ class RunState:
     iteration: int = 0  # global batches done (decides the model steps when k > 1)
     totals: EpochTotals | None = None
     g_epoch: Tensor | None = None  # (gates, N) g of the current epoch, device
-    g_hist: Tensor | None = None  # (epochs, gates, N) float16, CPU
+    g_hist: Tensor | None = None  # (epochs, gates, N) float16, CPU; rows filled as epochs end
     metrics: list[dict] = field(default_factory=list)
     train_time: float = 0.0  # seconds spent in the current epoch's training batches
 
@@ -231,7 +231,7 @@ class RunState:
 class Trainer:
     """Owns one run: data, model, optimizers, state; ``fit`` runs the remaining epochs."""
 
-    def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None):
+    def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None, fresh: bool = True):
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = device or pick_device(cfg.device)
@@ -253,7 +253,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.net: CifarResNet = build_model(cfg.model, cfg.gate)
-        if cfg.train.init != "scratch":
+        if fresh and cfg.train.init != "scratch":  # a resumed run takes its weights from its own checkpoint
             ckpt_io.init_from_baseline(self.net, cfg.train.init)
         cuda = self.device.type == "cuda"
         self.net.to(
@@ -479,8 +479,9 @@ class Trainer:
         }
         for i, st in enumerate(self.stages[:-1]):
             row[f"g_mean_b{st}"] = s.g_epoch[i].mean().item()
-        hist_row = s.g_epoch.half().cpu()[None]
-        s.g_hist = hist_row if s.g_hist is None else torch.cat([s.g_hist[:epoch], hist_row])
+        if s.g_hist is None:
+            s.g_hist = torch.zeros((self.cfg.train.epochs, *s.g_epoch.shape), dtype=torch.float16)
+        s.g_hist[epoch] = s.g_epoch.half().cpu()
         s.metrics = s.metrics[:epoch] + [row]
         s.epoch, s.batch = epoch + 1, 0
         if d.main:
@@ -529,7 +530,7 @@ class Trainer:
             with np.load(self.out / "gates.npz") as old:
                 arrays.update({k: old[k] for k in old.files if k.startswith(("test_g", "val_"))})
         for i, st in enumerate(self.stages):
-            arrays[f"g_b{st}"] = s.g_hist[:, i].numpy()
+            arrays[f"g_b{st}"] = s.g_hist[: s.epoch, i].numpy()
             if test is not None:
                 arrays[f"test_g_b{st}"] = test["g"][st].cpu().numpy().astype(np.float16)
             if val is not None:
@@ -613,7 +614,7 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
             + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else "")
         )
         return summary
-    trainer = Trainer(cfg, device, world)
+    trainer = Trainer(cfg, device, world, fresh=state == "fresh")
     if trainer.dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(cfg.to_toml())
