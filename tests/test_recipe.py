@@ -83,23 +83,36 @@ def test_gate_step_leaves_every_backbone_param_and_buffer_unchanged():
 
 
 @pytest.mark.parametrize("gate_input", ["output", "first_unit"])
-def test_detach_g_cuts_the_classification_path_through_g(gate_input):
+@pytest.mark.parametrize("detach", [False, True])
+def test_loss_paths_are_separated_in_the_graph(gate_input, detach):
+    _, model, *_, x, y = _setup(f"gate.detach_g={str(detach).lower()}", f"gate.input={gate_input}")
+    backbone, gate = param_groups(model)
+    out = model(x)
+    cls = F.cross_entropy(out.logits, y)
+    gate_loss = F.cross_entropy(out.gates[3].logits, y)
+    # The gate loss has no path into the backbone, the classification loss none into the heads.
+    assert all(g is None for g in torch.autograd.grad(gate_loss, backbone, retain_graph=True, allow_unused=True))
+    assert all(g is None for g in torch.autograd.grad(cls, gate, retain_graph=True, allow_unused=True))
+    g = out.gates[3].g
+    if detach:
+        assert not g.requires_grad  # a constant to the classification loss
+    else:
+        through_g = torch.autograd.grad(cls, g, retain_graph=True)[0]
+        # The classification loss depends on g, and g depends on the backbone features.
+        assert through_g is not None and through_g.abs().sum() > 0
+        stage3 = list(model.stages[2].first.parameters())
+        assert any(t is not None and t.abs().sum() > 0 for t in torch.autograd.grad(g.sum(), stage3, allow_unused=True))
+
+
+@pytest.mark.parametrize("gate_input", ["output", "first_unit"])
+def test_detach_g_changes_only_the_path_through_g(gate_input):
     grads = {}
     for detach in (False, True):
         _, model, *_, x, y = _setup(f"gate.detach_g={str(detach).lower()}", f"gate.input={gate_input}")
-        backbone, gate = param_groups(model)
-        out = model(x)
-        cls = F.cross_entropy(out.logits, y)
-        through_heads = torch.autograd.grad(cls, gate, retain_graph=True, allow_unused=True)
-        grads[detach] = torch.autograd.grad(cls, backbone)
-        if detach:
-            assert all(g is None for g in through_heads)
-        else:
-            assert all(g is not None for g in through_heads)
-            assert sum(g.abs().sum() for g in through_heads) > 0
+        backbone, _ = param_groups(model)
+        grads[detach] = torch.autograd.grad(F.cross_entropy(model(x).logits, y), backbone)
     # Same weights, same batch: the only difference is the path through g into the backbone.
-    diff = sum((a - b).abs().sum() for a, b in zip(grads[False], grads[True]))
-    assert diff > 0
+    assert sum((a - b).abs().sum() for a, b in zip(grads[False], grads[True])) > 0
 
 
 def test_k3_backbone_steps_on_batches_3_and_6_only():

@@ -136,11 +136,18 @@ def gate_value(logits: Tensor, mode: str = "sigmoid", beta: float = 8 / 2.3) -> 
 
 
 class EntropyGate(nn.Module):
-    """Gate head: its own classifier whose predictive entropy decides how much of o2 to use."""
+    """Gate head: its own classifier whose predictive entropy decides how much of o2 to use.
+
+    With autograd on, the two losses' paths are separated by construction (SPEC.md): the logits
+    for the gate loss are computed from detached features, so the gate loss reaches the head only;
+    g is computed with detached head weights, so the classification loss reaches the backbone
+    through g (unless ``detach_g``) but never the head. One backward of the summed losses then
+    yields exactly both gradients, with no retained graph (which torch.compile requires).
+    """
 
     def __init__(self, channels: int, spatial: int, hidden: int, num_classes: int, cfg: GateConfig):
         super().__init__()
-        self.flatten, self.mode, self.beta = cfg.flatten, cfg.g, cfg.beta
+        self.flatten, self.mode, self.beta, self.detach_g = cfg.flatten, cfg.g, cfg.beta, cfg.detach_g
         in_features = channels * spatial * spatial if cfg.flatten else channels
         layers: list[nn.Module] = [nn.Linear(in_features, hidden)]
         if cfg.relu:
@@ -149,9 +156,20 @@ class EntropyGate(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """(gate logits, g): the logits feed the gate loss, g feeds equation (1)."""
         h = features.flatten(1) if self.flatten else features.mean(dim=(2, 3))
-        logits = self.head(h)
-        return logits, gate_value(logits, self.mode, self.beta)
+        if not torch.is_grad_enabled():
+            logits = self.head(h)
+            return logits, gate_value(logits, self.mode, self.beta)
+        logits = self.head(h.detach())
+        if self.detach_g:
+            return logits, gate_value(logits, self.mode, self.beta).detach()
+        return logits, gate_value(self._head_frozen(h), self.mode, self.beta)
+
+    def _head_frozen(self, h: Tensor) -> Tensor:
+        for layer in self.head:
+            h = F.linear(h, layer.weight.detach(), layer.bias.detach()) if isinstance(layer, nn.Linear) else layer(h)
+        return h
 
 
 @dataclass
@@ -237,7 +255,7 @@ class CifarResNet(nn.Module):
             o2 = stage.rest(o1)
             z, g = gate(o2)
         g = {"soft": g, "hard": (g >= 0.5).float(), "skip": torch.zeros_like(g), "full": torch.ones_like(g)}[g_mode]
-        gm = (g.detach() if self.gate_cfg.detach_g else g).to(o1.dtype).view(-1, 1, 1, 1)
+        gm = g.to(o1.dtype).view(-1, 1, 1, 1)
         return gm * o2 + (1 - gm) * o1, GateOutput(z, g)
 
     @staticmethod

@@ -123,20 +123,20 @@ def train_step(
     gate_outs = list(out.gates.values())
     gate_loss = sum((F.cross_entropy(go.logits.float(), y) for go in gate_outs), loss.new_zeros(()))
 
-    # Both gradients first. inputs= keeps each loss's gradient on its own parameters: the gate
-    # loss never reaches the backbone, the classification loss never accumulates on the heads.
+    # Both gradients first, then both steps. The model builds the two losses' paths apart (see
+    # EntropyGate), so one backward of their sum gives the heads the gate loss's gradient only and
+    # the backbone the classification loss's only. On batches the model skips, only the gate
+    # loss is back-propagated, which never leaves the heads.
     if gate_opt is not None:
         gate_opt.zero_grad(set_to_none=True)
-        gate_params = _params(gate_opt)
-        gate_loss.backward(inputs=gate_params, retain_graph=step_model)
-        if sync_grads is not None:
-            sync_grads([p.grad for p in gate_params])
     if step_model:
         model_opt.zero_grad(set_to_none=True)
-        backbone = _params(model_opt)
-        loss.backward(inputs=backbone)
-        if sync_grads is not None:
-            sync_grads([p.grad for p in backbone])
+        (loss + gate_loss if gate_opt is not None else loss).backward()
+    elif gate_opt is not None:
+        gate_loss.backward()
+    if sync_grads is not None:
+        params = (_params(gate_opt) if gate_opt is not None else []) + (_params(model_opt) if step_model else [])
+        sync_grads([p.grad for p in params if p.grad is not None])
     if gate_opt is not None:
         gate_opt.step()
     if step_model:
