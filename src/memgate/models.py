@@ -254,7 +254,10 @@ class CifarResNet(nn.Module):
         else:
             o2 = stage.rest(o1)
             z, g = gate(o2)
-        g = {"soft": g, "hard": (g >= 0.5).float(), "skip": torch.zeros_like(g), "full": torch.ones_like(g)}[g_mode]
+        if g_mode == "hard":
+            g = (g >= 0.5).float()
+        elif g_mode in ("skip", "full"):
+            g = torch.full_like(g, float(g_mode == "full"))
         gm = g.to(o1.dtype).view(-1, 1, 1, 1)
         return gm * o2 + (1 - gm) * o1, GateOutput(z, g)
 
