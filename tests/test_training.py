@@ -318,6 +318,14 @@ def test_eval_command_reproduces_final_test_accuracy(npz, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run" / "checkpoint.pt"), "--g-mode", "hard", "--json"]) == 0
     hard = json.loads(capsys.readouterr().out)
     assert hard["g_b3"]["mean"] == hard["g_b3"]["frac_above_half"]
+    # --data evaluates on another copy of the data; a dataset of another class count is refused.
+    assert main(["eval", str(tmp_path / "run"), "--data", str(npz), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == summary["final_test_acc"]
+    other = tmp_path / "c100.npz"
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    np.savez(other, x_train=x, y_train=np.array([0, 1, 2, 50]), x_test=x, y_test=np.array([0, 1, 2, 3]))
+    assert main(["eval", str(tmp_path / "run"), "--data", str(other)]) == 2
+    assert "100 classes" in capsys.readouterr().err
 
 
 def test_demo_runs_end_to_end_on_small_data(npz, tmp_path, capsys):

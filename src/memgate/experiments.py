@@ -515,7 +515,7 @@ def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path
             ax.fill_between(x, mean - arr.std(0, ddof=1), mean + arr.std(0, ddof=1), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{meta.get('title', meta['name'])}: test accuracy, mean and std over seeds")
+    ax.set_title(f"{meta.get('title', meta['name'])}: test accuracy, mean and std over seeds", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "curves.png", dpi=110)
