@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
     sp.set_defaults(func=cmd_analyze)
 
-    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 5 minutes on a CPU)")
+    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 4 minutes on a 2-core CPU)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     sp.add_argument("--out", default="runs/demo")
     sp.add_argument("--force", action="store_true")

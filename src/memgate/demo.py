@@ -1,4 +1,4 @@
-"""`memgate demo`: a short real run that shows the gate at work on a laptop CPU (about 3-5 minutes).
+"""`memgate demo`: a short real run that shows the gate at work on a CPU (about 4 minutes on 2 cores).
 
 A gated ResNet-20 trains on a stratified 2,000-image CIFAR-10 subset, 20% of it with wrong
 labels, without augmentation so that the network memorises within 30 epochs. Each epoch prints
