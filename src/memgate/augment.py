@@ -9,6 +9,7 @@ batch of any epoch can be rebuilt exactly, which is what makes mid-epoch resume 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,8 @@ class DeviceData:
         x = crop_flip(self.train_packed, pos, plan.dy[pos], plan.dx[pos], plan.flip[pos])
         return Batch(normalize(x, self.mean, self.std), self.train_y[pos], pos, self.train_index[pos])
 
-    def eval_batches(self, split: str, batch_size: int = 1000):
+    def eval_batches(self, split: str, batch_size: int = 1000) -> Iterator[tuple[Tensor, Tensor]]:
+        """Normalised (images, labels) of 'val' or 'test', in order, without augmentation."""
         x_all, y_all = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
         for a in range(0, len(y_all), batch_size):
             yield normalize(x_all[a : a + batch_size], self.mean, self.std), y_all[a : a + batch_size]

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,9 @@ def read_metrics(run: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, split: str, autocast, g_mode: str = "soft") -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module, data: DeviceData, split: str, autocast: AbstractContextManager, g_mode: str = "soft"
+) -> dict[str, Any]:
     """Accuracy and per-sample g over ``split`` ('val' or 'test'); one host sync at the end."""
     was_training = model.training
     model.eval()
