@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, config_from_dict
+from .config import Config, ModelConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
 from .models import CifarResNet, unwrap
 
@@ -54,43 +54,27 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> Config:
         raise CheckpointError(f"checkpoint: {path} holds a config this version cannot read ({e})") from None
 
 
-def _arch(cfg: Config) -> str:
-    m = cfg.model
+def _arch(m: ModelConfig) -> str:
     kind = "pre-act" if m.preact else "post-act"
-    return f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes"
+    gates = f"gates {list(m.gates)}" if m.gates else "no gate"
+    return f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes, {gates}"
 
 
 def load_model_state(model: CifarResNet, ckpt: dict[str, Any], path: str | Path) -> None:
     """Load a checkpoint's weights into ``model``, refusing another architecture with a clear message."""
     cfg = checkpoint_config(ckpt, path)
     net = unwrap(model)
-    mine = net.cfg
-    theirs = cfg.model
-    if (mine.depth, mine.block, mine.shortcut, mine.preact, mine.num_classes, tuple(mine.gates)) != (
-        theirs.depth,
-        theirs.block,
-        theirs.shortcut,
-        theirs.preact,
-        theirs.num_classes,
-        tuple(theirs.gates),
-    ):
+    mine, theirs = net.cfg, cfg.model
+    if mine != theirs:  # a ModelConfig is the whole architecture
         raise CheckpointError(
-            f"checkpoint: {path} is a {_arch(cfg)} with gates {list(theirs.gates)}, but the model is "
-            f"{_describe(net)}; use a checkpoint of the same architecture"
+            f"checkpoint: {path} is a {_arch(theirs)}, but the model is {_arch(mine)}; "
+            "use a checkpoint of the same architecture"
         )
     try:
         net.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise CheckpointError(f"checkpoint: {path} does not fit the model ({first})") from None
-
-
-def _describe(net: CifarResNet) -> str:
-    m = net.cfg
-    kind = "pre-act" if m.preact else "post-act"
-    return (
-        f"ResNet-{m.depth} {m.block} {kind} shortcut {m.shortcut}, {m.num_classes} classes with gates {list(m.gates)}"
-    )
 
 
 def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
@@ -114,8 +98,8 @@ def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
     extra = sorted(set(given) - set(expected))
     if missing or extra:
         raise CheckpointError(
-            f"checkpoint: baseline {path} ({_arch(base_cfg)}) does not match the model "
-            f"({_describe(net)}): missing {missing[:3]}, unexpected {extra[:3]}"
+            f"checkpoint: baseline {path} ({_arch(base_cfg.model)}) does not match the model "
+            f"({_arch(net.cfg)}): missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for k, v in expected.items():
         if given[k].shape != v.shape:
