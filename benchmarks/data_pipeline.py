@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from memgate.augment import DeviceData, epoch_plan
 from memgate.config import DataConfig
-from memgate.data import RELEASED_NORM, load_dataset, make_split
+from memgate.data import load_dataset, make_split
+from memgate.data.loader import DeviceData, epoch_plan
+from memgate.data.stats import RELEASED_NORM
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memgate.data import load_dataset, stratified_subset
+from memgate.data import load_dataset
+from memgate.data.split import stratified_subset
 
 
 def main() -> None:

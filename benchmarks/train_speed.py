@@ -31,16 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from memgate.training import EVAL_BATCH
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from memgate.augment import DeviceData, epoch_plan
 from memgate.config import DataConfig, load_config
-from memgate.data import RELEASED_NORM, load_dataset, make_split
 from memgate.data import Dataset as CifarData
+from memgate.data import load_dataset, make_split
+from memgate.data.loader import DeviceData, epoch_plan
+from memgate.data.stats import RELEASED_NORM
 from memgate.models import build_model, count_macs
-from memgate.recipe import make_optimizers, train_step
-from memgate.training import EVAL_BATCH
+from memgate.train.recipe import make_optimizers, train_step
 
 EPOCH_IMAGES = 50_000
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datafactory import make_arrays, write_learnable_npz
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -22,3 +23,15 @@ def shared_cifar10() -> Path:
     if not path.exists():
         pytest.skip("../shared/data/cifar10.zip is absent")
     return path
+
+
+@pytest.fixture
+def arrays():
+    return make_arrays()
+
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return write_learnable_npz(tmp_path_factory.mktemp("data") / "toy.npz")
+

@@ -1,3 +1,5 @@
+"""`python -m memgate`: the command line (also what torchrun launches)."""
+
 import sys
 
 from .cli import main

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import ConfigError, MemgateError
+from .errors import ConfigError, Interrupted, MemgateError
 
 
 def _config(args: argparse.Namespace):
@@ -76,14 +76,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from .train.loop import train
 
     train(_config(args), force=args.force)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .training import evaluate_run
+    from .train.evaluate import evaluate_run
 
     result = evaluate_run(args.run, data_path=args.data, device=args.device, g_mode=args.g_mode)
     print(json.dumps(result, indent=2) if args.json else result["text"])
@@ -91,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_run
+    from .analysis.gates import analyze_run
 
     print(analyze_run(args.run, args.out))
     return 0
@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments import sweep
+    from .experiments.sweep import sweep
 
     seeds = None
     if args.seeds:
@@ -125,7 +125,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .experiments import report
+    from .experiments.report import report
 
     report(args.runs_dir, out=args.out)
     return 0
@@ -134,18 +134,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memgate", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run_commands(sub)
+    _add_analysis_commands(sub)
+    _add_experiment_commands(sub)
+    return p
 
-    def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
-        sp.add_argument("-c", "--config", required=required, help="TOML config file (configs/*.toml)")
-        sp.add_argument(
-            "overrides",
-            nargs="*",
-            metavar="KEY=VALUE",
-            help="dotted-key overrides, values in TOML syntax, e.g. train.epochs=5 model.gates=[2,3]",
-        )
 
+def _with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
+    sp.add_argument("-c", "--config", required=required, help="TOML config file (configs/*.toml)")
+    sp.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted-key overrides, values in TOML syntax, e.g. train.epochs=5 model.gates=[2,3]",
+    )
+
+
+def _add_run_commands(sub) -> None:
     sp = sub.add_parser("info", help="architecture summary: parameters and MACs")
-    with_config(sp)
+    _with_config(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_info)
 
@@ -159,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_data_prepare)
 
     sp = sub.add_parser("train", help="train one run (resumes an unfinished run in `out`)")
-    with_config(sp)
+    _with_config(sp)
     sp.add_argument("--force", action="store_true", help="discard a run of another config in `out`")
     sp.set_defaults(func=cmd_train)
 
@@ -176,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_eval)
 
+
+def _add_analysis_commands(sub) -> None:
     sp = sub.add_parser("analyze", help="where the gate sends training samples: Figure 2, noisy vs clean, top-g images")
     sp.add_argument("run", help="run directory")
     sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
@@ -187,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(func=cmd_demo)
 
+
+def _add_experiment_commands(sub) -> None:
     sp = sub.add_parser("sweep", help="run a grid of variants x seeds (resumable, shardable)")
     sp.add_argument("grid", help="grid file, e.g. experiments/table1.toml")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every run")
@@ -201,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs_dir")
     sp.add_argument("-o", "--out", default=None, help="output folder (default: RUNS_DIR)")
     sp.set_defaults(func=cmd_report)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,8 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MemgateError as e:
-        from .training import Interrupted
-
         print(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 2
 

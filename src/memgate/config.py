@@ -101,10 +101,6 @@ class Config:
     out: str = "runs/default"  # run directory
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    @property
-    def gated(self) -> bool:
-        return bool(self.model.gates)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -117,6 +113,11 @@ class Config:
         d.pop("out")
         d.pop("device")
         return d
+
+
+def stage_units(m: ModelConfig) -> int:
+    """Units per stage: depth = 6n+2 (basic) or 9n+2 (bottleneck)."""
+    return (m.depth - 2) // (6 if m.block == "basic" else 9)
 
 
 # ----------------------------------------------------------------------------- building
@@ -236,14 +237,6 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return resolve(_build(Config, raw))
 
 
-def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    raw = cfg.to_dict()
-    for item in overrides:
-        keys, value = parse_override(item)
-        _set(raw, keys, value)
-    return resolve(_build(Config, raw))
-
-
 # ----------------------------------------------------------------------------- resolving
 
 
@@ -282,8 +275,7 @@ def validate_model(m: ModelConfig) -> None:
             f"config: model.gates={list(m.gates)} names stage {bad[0]}; a gate can sit on stage 2 or 3 "
             "(stage 1 has no earlier stage to fall back to)"
         )
-    units = (m.depth - 2) // (6 if m.block == "basic" else 9)
-    if m.gates and units < 2:
+    if m.gates and stage_units(m) < 2:
         raise ConfigError(
             f"config: model.depth={m.depth} gives one unit per stage, leaving a gate no extra layers "
             "to skip; use a deeper net (basic: depth >= 14, bottleneck: depth >= 20)"

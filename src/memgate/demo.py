@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .analysis import analyze_run, load_gates, noisy_vs_clean
+from .analysis.gates import analyze_run, noisy_vs_clean
 from .config import load_config
 from .data import find_data
-from .training import read_metrics, train
+from .train.loop import train
+from .train.rundir import read_gates, read_metrics
 
 DEMO_OVERRIDES = (
     "model.depth=20",
@@ -38,7 +39,7 @@ def run_demo(overrides: list[str] | tuple[str, ...] = (), out: str = "runs/demo"
     )
     summary = train(cfg, force=force)
     run = Path(cfg.out)
-    nv = noisy_vs_clean(load_gates(run))
+    nv = noisy_vs_clean(read_gates(run))
     print("\nepoch  test acc  gate acc  mean g  g>0.5   mean g noisy / clean labels")
     for i, r in enumerate(read_metrics(run)):
         noisy = f"{nv['noisy_g_mean'][i]:.3f} / {nv['clean_g_mean'][i]:.3f}" if nv["noisy_g_mean"] else "-"

@@ -23,3 +23,11 @@ class CheckpointError(MemgateError):
 
 class RunError(MemgateError):
     pass
+
+
+class StorageError(MemgateError, OSError):
+    """A folder or file memgate must write is not writable (read-only, missing, full disk)."""
+
+
+class Interrupted(RunError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved; the same command resumes."""

@@ -15,16 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import GateConfig, ModelConfig
+from .config import GateConfig, ModelConfig, stage_units
 
 GMode = Literal["soft", "hard", "skip", "full"]
 
 BASE_WIDTH = 16
-
-
-def stage_units(cfg: ModelConfig) -> int:
-    """Units per stage: depth = 6n+2 (basic) or 9n+2 (bottleneck)."""
-    return (cfg.depth - 2) // (6 if cfg.block == "basic" else 9)
 
 
 def expansion(cfg: ModelConfig) -> int:

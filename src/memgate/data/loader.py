@@ -1,4 +1,4 @@
-"""Data resident on the training device, and whole-batch augmentation as tensor operations.
+"""Data resident on the training device, and whole-batch augmentation as tensor operations (the loader).
 
 The released code's per-image pipeline (4-pixel zero pad, random 32x32 crop, horizontal flip,
 normalise) is done here for a whole batch by one gather from a pre-padded uint8 copy of the
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import Dataset, Split
+from .dataset import Dataset
+from .split import Split
 
 PAD = 4
 

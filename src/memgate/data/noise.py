@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 # CIFAR-10 (official label order): truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog.
 CIFAR10_ASYMMETRIC = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}

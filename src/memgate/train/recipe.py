@@ -15,44 +15,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Config
-from .models import param_groups
+from ..config import Config
+from ..models import param_groups
 
 # ----------------------------------------------------------------------------- LR schedules
 
 
-def main_lr(epoch: int, *, lr: float, milestones: tuple[int, ...], warmup_epochs: int, warmup_lr: float) -> float:
+def model_lr(cfg: Config, epoch: int) -> float:
     """Model LR during 0-based ``epoch``: warm-up, then /10 from the start of each milestone epoch."""
-    if epoch < warmup_epochs:
-        return warmup_lr
-    return lr * 0.1 ** sum(epoch >= m for m in milestones)
+    t = cfg.train
+    if epoch < t.warmup_epochs:
+        return t.warmup_lr
+    return t.lr * 0.1 ** sum(epoch >= m for m in t.milestones)
 
 
-def main_lr_at_iteration(iteration: int, iters_per_epoch: int, cfg: Config) -> float:
-    """Model LR at 0-based global ``iteration`` (391 iterations per epoch on the full set)."""
-    return model_lr(cfg, iteration // iters_per_epoch)
-
-
-def gate_lr(epoch: int, *, lr: float, schedule: str) -> float:
+def gate_lr(cfg: Config, epoch: int) -> float:
     """Gate LR during 0-based ``epoch``.
 
     ``step50`` follows the released code: the first /10 takes effect at the start of epoch 49,
     then 99, 149, ...
     """
-    if schedule == "constant":
-        return lr
-    if schedule == "step50":
-        return lr * 0.1 ** ((epoch + 1) // 50)
-    raise ValueError(f"unknown gate LR schedule {schedule!r} (allowed: constant, step50)")
-
-
-def model_lr(cfg: Config, epoch: int) -> float:
-    t = cfg.train
-    return main_lr(epoch, lr=t.lr, milestones=t.milestones, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr)
-
-
-def gate_lr_for(cfg: Config, epoch: int) -> float:
-    return gate_lr(epoch, lr=cfg.gate_optim.lr, schedule=cfg.gate_optim.schedule)
+    go = cfg.gate_optim
+    if go.schedule == "step50":
+        return go.lr * 0.1 ** ((epoch + 1) // 50)
+    return go.lr
 
 
 def set_lr(opt: torch.optim.Optimizer | None, lr: float) -> None:
@@ -69,22 +55,13 @@ def make_optimizers(model: nn.Module, cfg: Config) -> tuple[torch.optim.SGD, tor
     backbone, gate = param_groups(model)
     t, go = cfg.train, cfg.gate_optim
     model_opt = torch.optim.SGD(
-        backbone,
-        lr=model_lr(cfg, 0),
-        momentum=t.momentum,
-        weight_decay=t.weight_decay,
-        foreach=True,
+        backbone, lr=model_lr(cfg, 0), momentum=t.momentum, weight_decay=t.weight_decay, foreach=True
     )
-    gate_opt = None
-    if gate:
-        gate_opt = torch.optim.SGD(
-            gate,
-            lr=gate_lr_for(cfg, 0),
-            momentum=go.momentum,
-            weight_decay=go.weight_decay,
-            foreach=True,
-        )
-    return model_opt, gate_opt
+    if not gate:
+        return model_opt, None
+    return model_opt, torch.optim.SGD(
+        gate, lr=gate_lr(cfg, 0), momentum=go.momentum, weight_decay=go.weight_decay, foreach=True
+    )
 
 
 # ----------------------------------------------------------------------------- one batch

@@ -6,14 +6,7 @@ import torch.nn.functional as F
 
 from memgate.config import load_config
 from memgate.models import build_model, param_groups
-from memgate.recipe import (
-    gate_lr,
-    gate_lr_for,
-    main_lr_at_iteration,
-    make_optimizers,
-    model_lr,
-    train_step,
-)
+from memgate.train.recipe import gate_lr, make_optimizers, model_lr, train_step
 
 
 def _setup(*overrides, seed=0):
@@ -143,9 +136,9 @@ def test_main_lr_warmup_and_milestones_full_set():
     assert cfg.train.epochs == 300 and cfg.train.milestones == (120, 180)
     assert cfg.train.warmup_epochs == 1
     ipe = 391
-    assert main_lr_at_iteration(0, ipe, cfg) == 0.01
-    assert main_lr_at_iteration(390, ipe, cfg) == 0.01
-    assert main_lr_at_iteration(391, ipe, cfg) == 0.1
+    assert model_lr(cfg, 0 // ipe) == 0.01
+    assert model_lr(cfg, 390 // ipe) == 0.01
+    assert model_lr(cfg, 391 // ipe) == 0.1
     assert model_lr(cfg, 119) == 0.1
     assert model_lr(cfg, 120) == pytest.approx(0.01)
     assert model_lr(cfg, 179) == pytest.approx(0.01)
@@ -168,10 +161,12 @@ def test_main_lr_with_validation_split_and_shallow_net():
     [(0, 0.01), (48, 0.01), (49, 0.001), (50, 0.001), (98, 0.001), (99, 1e-4), (100, 1e-4), (149, 1e-5)],
 )
 def test_gate_lr_step50(epoch, expected):
-    assert gate_lr(epoch, lr=0.01, schedule="step50") == pytest.approx(expected)
+    cfg = load_config(None, ["gate_optim.schedule=step50", "gate_optim.lr=0.01"])
+    assert gate_lr(cfg, epoch) == pytest.approx(expected)
 
 
 def test_gate_lr_constant_and_from_config():
-    assert all(gate_lr(e, lr=0.001, schedule="constant") == 0.001 for e in (0, 49, 50, 99, 100))
+    constant = load_config(None, ["gate_optim.schedule=constant", "gate_optim.lr=0.001"])
+    assert all(gate_lr(constant, e) == 0.001 for e in (0, 49, 50, 99, 100))
     cfg = load_config(None, ["gate_optim.schedule=step50", "gate_optim.lr=0.001"])
-    assert gate_lr_for(cfg, 50) == pytest.approx(1e-4)
+    assert gate_lr(cfg, 50) == pytest.approx(1e-4)

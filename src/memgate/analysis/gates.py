@@ -1,4 +1,4 @@
-"""Looking inside a run: g over epochs (Figure 2), noisy vs clean samples, the hardest images."""
+"""Where the gate sends training samples: g over epochs (Figure 2), noisy vs clean, the hardest images."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MemgateError, RunError
+from ..train.evaluate import run_dataset
+from ..train.rundir import G_HIST_PNG, GATES, read_gates, read_summary
+from .figures import colormap, save, subplots
+
 BINS = np.linspace(0.0, 1.0, 51)
-
-
-def load_gates(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "gates.npz"
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
 def deepest_stage(gates: dict[str, np.ndarray]) -> int:
@@ -51,20 +48,17 @@ def plot_g_histograms(
     Left: a heatmap (epoch x g, log colour) of the fraction of samples per bin. Right: overlaid
     histograms at a few epochs (1-based; default: first, last and three between).
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    gates = load_gates(gates_path)
+    gates = read_gates(gates_path)
     stage = stage or deepest_stage(gates)
     g = gates[f"g_b{stage}"]
     hist = g_histograms(g)
     epochs = g.shape[0]
     if overlay_epochs is None:
         overlay_epochs = sorted({int(round(e)) for e in np.linspace(1, epochs, min(epochs, 5))})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(12, 4.5))
     floor = 1.0 / max(1, g.shape[1])
     im = ax1.imshow(
         np.maximum(hist.T, floor),
@@ -80,7 +74,7 @@ def plot_g_histograms(
     ax1.set_title(f"g of all {g.shape[1]:,d} training samples (gate over B{stage})")
     fig.colorbar(im, ax=ax1, label="fraction of samples")
     centers = (BINS[:-1] + BINS[1:]) / 2
-    cmap = plt.get_cmap("plasma")
+    cmap = colormap("plasma")
     for i, e in enumerate(overlay_epochs):
         ax2.step(
             centers,
@@ -95,13 +89,7 @@ def plot_g_histograms(
     ax2.set_ylabel("fraction of samples")
     ax2.set_title("histograms at chosen epochs")
     ax2.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    png = Path(png)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save(fig, png, title)
 
 
 def plot_top_g_images(
@@ -114,16 +102,12 @@ def plot_top_g_images(
 ) -> Path:
     """The training images with the highest final g, titled with their (training) label;
     red titles mark labels that label noise changed ("true" label in brackets)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     g = gates[f"g_b{stage or deepest_stage(gates)}"][-1].astype(np.float32)
     order = np.argsort(-g, kind="stable")[:count]
     cols = 8
     rows = int(np.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75))
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, pos in zip(np.atleast_1d(axes).ravel(), order):
@@ -136,23 +120,14 @@ def plot_top_g_images(
             else f"{label} [{classes[gates['clean_labels'][pos]]}]\ng={g[pos]:.2f}"
         )
         ax.set_title(text, fontsize=7, color="red" if noisy else "black")
-    fig.suptitle("training images with the highest final g (red: noisy label, true label in brackets)", fontsize=9)
-    fig.tight_layout()
-    png = Path(png)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save(fig, png, "training images with the highest final g (red: noisy label, true label in brackets)", 9)
 
 
 def plot_noisy_vs_clean(gates: dict[str, np.ndarray], png: str | Path, stage: int | None = None) -> Path:
     """Mean g and share of g > 0.5 per epoch, for noisy-label and clean training samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     nv = noisy_vs_clean(gates, stage)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.8))
     for name, colour in (("clean", "tab:blue"), ("noisy", "tab:red")):
         if nv[f"{name}_g_mean"] is None:
             continue
@@ -163,11 +138,7 @@ def plot_noisy_vs_clean(gates: dict[str, np.ndarray], png: str | Path, stage: in
     ax1.set(xlabel="epoch", ylabel="mean g", title="mean g of training samples", ylim=(0, 1))
     ax2.set(xlabel="epoch", ylabel="% with g > 0.5", title="samples routed mostly through the extra layers")
     ax1.legend(fontsize=8)
-    fig.tight_layout()
-    png = Path(png)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save(fig, png)
 
 
 def per_class_g(gates: dict[str, np.ndarray], classes: list[str], stage: int | None = None) -> list[tuple[str, float]]:
@@ -180,16 +151,12 @@ def per_class_g(gates: dict[str, np.ndarray], classes: list[str], stage: int | N
 
 def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
     """Figures and a text summary of where a run's gate sends its training samples."""
-    from .checkpoint import checkpoint_config, load
-    from .data import find_data, load_dataset
-    from .errors import MemgateError, RunError
-
     run = Path(run)
-    if not (run / "gates.npz").exists():
-        raise RunError(f"analyze: {run} has no gates.npz (not a gated run, or no epoch finished yet)")
+    if not (run / GATES).exists():
+        raise RunError(f"analyze: {run} has no {GATES} (not a gated run, or no epoch finished yet)")
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
-    gates = load_gates(run)
+    gates = read_gates(run)
     stage = deepest_stage(gates)
     g = gates[f"g_b{stage}"].astype(np.float32)
     lines = [f"{run}: gate over B{stage}, {g.shape[1]:,d} training samples, {g.shape[0]} epochs"]
@@ -203,27 +170,29 @@ def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
             f"mean g {nv['clean_g_mean'][-1]:.3f}, {100 * nv['clean_frac_above_half'][-1]:.1f}% > 0.5"
         )
         plot_noisy_vs_clean(gates, out_dir / "noisy_vs_clean.png", stage)
-    plot_g_histograms(run / "gates.npz", out_dir / "g_hist.png", stage)
-    summary_file = run / "summary.json"
-    if summary_file.exists():
-        import json
-
-        s = json.loads(summary_file.read_text())
-        if f"test_g_b{stage}" in gates:
-            skip = float((gates[f"test_g_b{stage}"].astype(np.float32) <= 0.5).mean())
-            lines.append(
-                f"  a hard gate would skip the extra layers for {100 * skip:.1f}% of test images: "
-                f"{100 * skip * s['macs_skippable'] / s['macs']:.1f}% of the MACs"
-            )
-    try:
-        cfg = checkpoint_config(load(run), run)
-        ds = load_dataset(find_data(cfg.data, download=False))
-        classes = list(ds.classes)
-        plot_top_g_images(ds.x_train, gates, classes, out_dir / "top_g.png", stage=stage)
-        ranked = per_class_g(gates, classes, stage)
-        lines.append("  hardest classes (mean final g): " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[:5]))
-        lines.append("  easiest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[-5:]))
-    except MemgateError as e:  # the images are optional: the statistics above stand without them
-        lines.append(f"  (no image grid: {e})")
+    plot_g_histograms(run / GATES, out_dir / G_HIST_PNG, stage)
+    s = read_summary(run)
+    if s is not None and f"test_g_b{stage}" in gates:
+        skip = float((gates[f"test_g_b{stage}"].astype(np.float32) <= 0.5).mean())
+        lines.append(
+            f"  a hard gate would skip the extra layers for {100 * skip:.1f}% of test images: "
+            f"{100 * skip * s['macs_skippable'] / s['macs']:.1f}% of the MACs"
+        )
+    lines += _image_lines(run, gates, stage, out_dir)
     lines.append(f"  figures in {out_dir}")
     return "\n".join(lines)
+
+
+def _image_lines(run: Path, gates: dict[str, np.ndarray], stage: int, out_dir: Path) -> list[str]:
+    """The top-g image grid and the hardest classes, when the run's data can be found."""
+    try:
+        ds = run_dataset(run)
+    except MemgateError as e:  # the images are optional: the statistics stand without them
+        return [f"  (no image grid: {e})"]
+    classes = list(ds.classes)
+    plot_top_g_images(ds.x_train, gates, classes, out_dir / "top_g.png", stage=stage)
+    ranked = per_class_g(gates, classes, stage)
+    return [
+        "  hardest classes (mean final g): " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[:5]),
+        "  easiest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[-5:]),
+    ]

@@ -1,8 +1,8 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, architecture checks, baseline initialisation."""
+"""The checkpoint dict: built and restored here only; atomic writes, ``weights_only`` loads,
+architecture checks, baseline initialisation and the RNG states that make resume bit-identical."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,24 +10,65 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ModelConfig, config_from_dict
-from .errors import CheckpointError, ConfigError
-from .models import CifarResNet, unwrap
+from ..atomic import write_atomic
+from ..config import Config, ModelConfig, config_from_dict
+from ..errors import CheckpointError, ConfigError
+from ..models import CifarResNet, unwrap
+from .rundir import CHECKPOINT
+from .state import EpochTotals, RunState
 
-CHECKPOINT = "checkpoint.pt"
+
+def build(
+    cfg: Config,
+    net: CifarResNet,
+    model_opt: torch.optim.Optimizer,
+    gate_opt: torch.optim.Optimizer | None,
+    state: RunState,
+) -> dict[str, Any]:
+    """Everything a run needs to continue exactly where it is: weights, optimizers, progress, RNG."""
+    s = state
+    return {
+        "config": cfg.to_dict(),
+        "model": net.state_dict(),
+        "model_opt": model_opt.state_dict(),
+        "gate_opt": gate_opt.state_dict() if gate_opt else None,
+        "epoch": s.epoch,
+        "batch": s.batch,
+        "iteration": s.iteration,
+        "totals": s.totals.state() if s.totals else None,
+        "g_epoch": s.g_epoch.cpu() if s.g_epoch is not None else None,
+        "g_hist": s.g_hist,
+        "metrics": s.metrics,
+        "train_time": s.train_time,
+        "rng": rng_state(),
+    }
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file, fsync, then rename: a crash mid-save leaves the old file intact."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def restore(
+    ckpt: dict[str, Any],
+    path: Path,
+    net: CifarResNet,
+    model_opt: torch.optim.Optimizer,
+    gate_opt: torch.optim.Optimizer | None,
+    device: torch.device,
+) -> RunState:
+    """Load a checkpoint made by ``build`` into the model and optimizers; returns the run's progress."""
+    load_model_state(net, ckpt, path)
+    model_opt.load_state_dict(ckpt["model_opt"])
+    if gate_opt is not None:
+        gate_opt.load_state_dict(ckpt["gate_opt"])
+    c = ckpt
+    s = RunState(epoch=c["epoch"], batch=c["batch"], iteration=c["iteration"])
+    s.totals = EpochTotals.from_state(c["totals"], device) if c["totals"] else None
+    s.g_epoch = c["g_epoch"].to(device) if c["g_epoch"] is not None else None
+    s.g_hist, s.metrics, s.train_time = c["g_hist"], c["metrics"], c["train_time"]
+    set_rng_state(c["rng"])
+    return s
+
+
+def save(obj: dict[str, Any], path: Path) -> None:
+    """torch.save through the atomic writer: a crash mid-save leaves the old file intact."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -111,9 +152,6 @@ def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
         for k, v in expected.items():
             v.copy_(given[k])
     return sorted(expected)
-
-
-# ----------------------------------------------------------------------------- RNG state
 
 
 def rng_state() -> dict[str, Any]:

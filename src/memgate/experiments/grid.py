@@ -1,0 +1,161 @@
+"""Grid files: variants x seeds, their dependency order (baseline initialisation) and sharding.
+
+A grid file (TOML) names a base config, overrides for every run, a list of seeds and named
+variants (each a list of ``KEY=VALUE`` overrides, optionally ``init_from`` another variant of the
+same seed, optionally the paper's reported ``paper = [mean, std]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config, read_toml
+from ..errors import ConfigError
+
+GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
+
+
+VARIANT_KEYS = {"name", "overrides", "init_from", "paper"}
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+    out: Path
+    overrides: tuple[str, ...]  # everything passed to `memgate train` after the base config
+    depends_on: Path | None  # run directory that must finish first (baseline initialisation)
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    title: str
+    config: Path
+    seeds: tuple[int, ...]
+    variants: tuple[dict[str, Any], ...]
+    baseline: str | None  # the variant the report compares against
+    overrides: tuple[str, ...] = ()
+    source: Path = field(default=Path("."))
+
+    def runs(self, root: str | Path = "runs", extra: tuple[str, ...] = ()) -> list[Run]:
+        """Every variant x seed, dependencies before their dependents."""
+        base = Path(root) / self.name
+        runs = []
+        for v in _dependency_order(self.variants):
+            for s in self.seeds:
+                out = base / v["name"] / f"seed{s}"
+                dep = base / v["init_from"] / f"seed{s}" if v.get("init_from") else None
+                ov = [*self.overrides, *v.get("overrides", ()), *extra, f"seed={s}", f"out={out}"]
+                if dep is not None:
+                    ov.append(f"train.init={dep}")
+                runs.append(Run(v["name"], s, out, tuple(ov), dep))
+        return runs
+
+
+def _dependency_order(variants: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    by_name = {v["name"]: v for v in variants}
+    done: list[dict[str, Any]] = []
+
+    def visit(v: dict[str, Any], path: tuple[str, ...]) -> None:
+        if v in done:
+            return
+        dep = v.get("init_from")
+        if dep:
+            if dep not in by_name:
+                raise ConfigError(f"grid: variant {v['name']} has init_from={dep!r}, which is no variant of the grid")
+            if dep in path:
+                raise ConfigError(f"grid: variants {' -> '.join((*path, dep))} depend on each other in a circle")
+            visit(by_name[dep], (*path, v["name"]))
+        done.append(v)
+
+    for v in variants:
+        visit(v, (v["name"],))
+    return done
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    raw = read_toml(path)
+    unknown = set(raw) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"grid: unknown key(s) {sorted(unknown)} in {path} (known: {sorted(GRID_KEYS)})")
+    if "config" not in raw or not raw.get("variant"):
+        raise ConfigError(f'grid: {path} needs `config = "..."` and at least one [[variant]]')
+    variants = []
+    for v in raw["variant"]:
+        bad = set(v) - VARIANT_KEYS
+        if bad or "name" not in v:
+            raise ConfigError(f"grid: variant {v.get('name', '?')} in {path} has unknown keys {sorted(bad)} or no name")
+        if "/" in v["name"] or not v["name"]:
+            raise ConfigError(f"grid: variant name {v['name']!r} must be a plain folder name")
+        variants.append(v)
+    names = [v["name"] for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"grid: {path} repeats a variant name")
+    baseline = raw.get("baseline", "baseline" if "baseline" in names else None)
+    if baseline is not None and baseline not in names:
+        raise ConfigError(f"grid: baseline = {baseline!r} is no variant of {path}")
+    config = (path.parent / raw["config"]).resolve()
+    grid = Grid(
+        name=raw.get("name", path.stem),
+        title=raw.get("title", path.stem),
+        config=config,
+        seeds=tuple(raw.get("seeds", [0])),
+        variants=tuple(variants),
+        baseline=baseline,
+        overrides=tuple(raw.get("overrides", ())),
+        source=path,
+    )
+    _dependency_order(grid.variants)
+    return grid
+
+
+def validate_runs(grid: Grid, runs: list[Run]) -> None:
+    """Build every run's config up front so a typo fails before hours of training, not after."""
+    for r in runs:
+        try:
+            load_config(grid.config, [o for o in r.overrides if not o.startswith("train.init=")])
+        except ConfigError as e:
+            raise ConfigError(f"grid: run {r.name}: {e}") from None
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    if spec is None:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"sweep: --shard {spec!r} must look like I/N, e.g. 2/4") from None
+    if not 1 <= i <= n:
+        raise ConfigError(f"sweep: --shard {spec}: I must be between 1 and N")
+    return i, n
+
+
+def shard_runs(runs: list[Run], index: int, count: int) -> list[Run]:
+    """The ``index``-th (1-based) of ``count`` deterministic shards.
+
+    A run and everything it depends on stay in one shard, so a shard never waits for another
+    machine; whole dependency groups are dealt out largest first to the lightest shard.
+    """
+    groups: dict[tuple[str, int], list[Run]] = {}
+    root_of = {r.out: r for r in runs}
+    for r in runs:
+        head = r
+        while head.depends_on is not None and head.depends_on in root_of:
+            head = root_of[head.depends_on]
+        groups.setdefault((head.variant, head.seed), []).append(r)
+    loads = [0] * count
+    owner: dict[tuple[str, int], int] = {}
+    for key in sorted(groups, key=lambda k: (-len(groups[k]), k)):
+        target = min(range(count), key=lambda i: (loads[i], i))
+        owner[key] = target
+        loads[target] += len(groups[key])
+    mine = {id(r) for key, rs in groups.items() if owner[key] == index - 1 for r in rs}
+    return [r for r in runs if id(r) in mine]

@@ -1,0 +1,249 @@
+"""`memgate report`: a grid's finished runs as tables (mean, std, Welch CI and p) and figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.figures import save, subplots
+from ..analysis.gates import plot_g_histograms, plot_top_g_images
+from ..atomic import write_text
+from ..errors import MemgateError
+from ..train.evaluate import run_dataset
+from ..train.rundir import GATES, read_gates, read_metrics, read_summary
+from .sweep import GRID_META
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
+    """Mean difference a - b with a 95% confidence interval and Welch's two-sided t-test p-value."""
+    from scipy import stats
+
+    a_, b_ = np.asarray(a, float), np.asarray(b, float)
+    diff = float(a_.mean() - b_.mean())
+    if len(a_) < 2 or len(b_) < 2:
+        return {"diff": diff, "ci_low": None, "ci_high": None, "p": None, "df": None}
+    va, vb = a_.var(ddof=1) / len(a_), b_.var(ddof=1) / len(b_)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": None, "df": None}
+    df = (va + vb) ** 2 / (va**2 / (len(a_) - 1) + vb**2 / (len(b_) - 1))
+    half = float(stats.t.ppf(0.975, df)) * se
+    p = float(stats.ttest_ind(a_, b_, equal_var=False).pvalue)
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "p": p, "df": float(df)}
+
+
+def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """(grid metadata, {variant: [summary of each finished seed]}) of a grid's output folder."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise MemgateError(f"report: {root} is not a folder; pass a grid's output, e.g. runs/quick")
+    meta_file = root / GRID_META
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+    names = [v["name"] for v in meta["variants"]] if meta else sorted(p.name for p in root.iterdir() if p.is_dir())
+    if meta is None:
+        meta = {
+            "name": root.name,
+            "title": root.name,
+            "baseline": "baseline" if "baseline" in names else None,
+            "variants": [{"name": n, "paper": None} for n in names],
+        }
+    results: dict[str, list[dict]] = {}
+    for name in names:
+        rows = []
+        for seed_dir in sorted(
+            (root / name).glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0
+        ):
+            s = read_summary(seed_dir)
+            if s is not None:
+                s["seed"] = int(seed_dir.name[4:])
+                s["run"] = str(seed_dir)
+                rows.append(s)
+        results[name] = rows
+    if not any(results.values()):
+        raise MemgateError(f"report: no finished runs (summary.json) under {root}; run `memgate sweep` first")
+    return meta, results
+
+
+def _fmt(x: float | None, nd: int = 2, pct: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{100 * x:.{nd}f}" if pct else f"{x:.{nd}f}"
+
+
+def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    base_name = meta.get("baseline")
+    base = [r["final_test_acc"] for r in results.get(base_name, [])] if base_name else []
+    rows = []
+    for v in meta["variants"]:
+        runs = results.get(v["name"], [])
+        if not runs:
+            rows.append({"variant": v["name"], "n": 0})
+            continue
+        acc = [r["final_test_acc"] for r in runs]
+        best_val = [r["best_val_acc"] for r in runs if r.get("best_val_acc") is not None]
+        g = [r["final_g_mean"] for r in runs if r.get("final_g_mean") is not None]
+        frac = [r["final_frac_g_above_half"] for r in runs if r.get("final_frac_g_above_half") is not None]
+        row: dict[str, Any] = {
+            "variant": v["name"],
+            "n": len(acc),
+            "seeds": " ".join(str(r["seed"]) for r in runs),
+            "test_acc_mean": float(np.mean(acc)),
+            "test_acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
+            "best_val_acc_mean": float(np.mean(best_val)) if best_val else None,
+            "g_mean": float(np.mean(g)) if g else None,
+            "frac_g_above_half": float(np.mean(frac)) if frac else None,
+        }
+        if base and v["name"] != base_name:
+            w = welch(acc, base)
+            row.update(
+                {"diff_vs_baseline": w["diff"], "ci_low": w["ci_low"], "ci_high": w["ci_high"], "p_value": w["p"]}
+            )
+        paper = v.get("paper")
+        if paper:
+            row["paper_mean"] = paper[0] / 100
+            row["paper_std"] = paper[1] / 100 if len(paper) > 1 and paper[1] is not None else None
+        rows.append(row)
+    return rows
+
+
+CSV_COLUMNS = [
+    "variant",
+    "n",
+    "seeds",
+    "test_acc_mean",
+    "test_acc_std",
+    "best_val_acc_mean",
+    "diff_vs_baseline",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "g_mean",
+    "frac_g_above_half",
+    "paper_mean",
+    "paper_std",
+]
+
+
+def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write report.md, results.csv and figures for a grid's runs; returns the report path."""
+    meta, results = collect(runs_dir)
+    out_dir = Path(out) if out else Path(runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summarize(meta, results)
+    _write_csv(rows, out_dir / "results.csv")
+    figures = _figures(meta, results, out_dir)
+    text = _markdown(meta, rows, figures)
+    write_text(out_dir / "report.md", text)
+    print(text)
+    return out_dir / "report.md"
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in CSV_COLUMNS})
+    write_text(path, buf.getvalue())
+
+
+def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[str]) -> str:
+    has_paper = any("paper_mean" in r for r in rows)
+    lines = [
+        f"# {meta.get('title', meta['name'])}",
+        "",
+        "Final test accuracy (%) over seeds: mean, sample std; best validation accuracy (never used to pick "
+        "test numbers); difference to the baseline with a 95% confidence interval and Welch's t-test p-value; "
+        "gate statistics of the final epoch (training samples).",
+        "",
+    ]
+    head = ["variant", "n", "test acc", "std", "best val", "diff vs baseline [95% CI]", "p", "mean g", "g > 0.5"]
+    if has_paper:
+        head += ["paper", "paper std"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if not r["n"]:
+            lines.append(f"| {r['variant']} | 0 | " + " | ".join(["-"] * (len(head) - 2)) + " |")
+            continue
+        lines.append("| " + " | ".join(_cells(r, has_paper)) + " |")
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
+    diff = "-"
+    if r.get("diff_vs_baseline") is not None:
+        diff = f"{100 * r['diff_vs_baseline']:+.2f}"
+        if r.get("ci_low") is not None:
+            diff += f" [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]"
+    cells = [
+        r["variant"],
+        str(r["n"]),
+        _fmt(r["test_acc_mean"]),
+        _fmt(r["test_acc_std"]),
+        _fmt(r["best_val_acc_mean"]),
+        diff,
+        _fmt(r.get("p_value"), 3, pct=False),
+        _fmt(r["g_mean"], 3, False),
+        _fmt(r["frac_g_above_half"], 1),
+    ]
+    if has_paper:
+        cells += [_fmt(r.get("paper_mean"), 3), _fmt(r.get("paper_std"), 3)]
+    return cells
+
+
+def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
+    names = [_curves(meta, results, out_dir / "curves.png")]
+    gated = [
+        (v["name"], results[v["name"]][0])
+        for v in meta["variants"]
+        if results.get(v["name"]) and (Path(results[v["name"]][0]["run"]) / GATES).exists()
+    ]
+    for name, run in gated:
+        png = f"fig2_{name}.png"
+        plot_g_histograms(
+            Path(run["run"]) / GATES,
+            out_dir / png,
+            title=f"{name}, seed {run['seed']}: g of the training samples over epochs (Figure 2)",
+        )
+        names.append(png)
+    if gated:
+        name, run = gated[0]
+        try:
+            ds = run_dataset(run["run"])
+            plot_top_g_images(ds.x_train, read_gates(run["run"]), list(ds.classes), out_dir / "top_g.png")
+            names.append("top_g.png")
+        except MemgateError as e:
+            print(f"report: no top-g image grid ({e})", file=sys.stderr)
+    return names
+
+
+def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> str:
+    """Test accuracy per epoch, mean and std over seeds, one line per variant."""
+    fig, ax = subplots(figsize=(8, 5))
+    for v in meta["variants"]:
+        runs = results.get(v["name"], [])
+        curves = [[m["test_acc"] for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
+        epochs = [[m["epoch"] for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        arr = 100 * np.array([c[:n] for c in curves])
+        x = epochs[0][:n]
+        mean = arr.mean(0)
+        ax.plot(x, mean, label=f"{v['name']} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(x, mean - arr.std(0, ddof=1), mean + arr.std(0, ddof=1), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{meta.get('title', meta['name'])}: test accuracy, mean and std over seeds", fontsize=10)
+    ax.legend(fontsize=8)
+    save(fig, png)
+    return png.name

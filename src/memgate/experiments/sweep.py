@@ -1,0 +1,165 @@
+"""`memgate sweep`: every run of a grid as its own `memgate train` process, resumable and shardable.
+
+Runs go to ``runs/<grid>/<variant>/seed<s>/``; finished ones are skipped, unfinished ones resume,
+a failed one is logged and the sweep goes on (exit status 1 at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from ..atomic import write_json
+from ..errors import ConfigError
+from ..train.rundir import CHECKPOINT, is_finished, read_summary
+from .grid import Grid, Run, load_grid, parse_shard, shard_runs, validate_runs
+
+GRID_META = "grid.json"
+
+
+def run_status(run: Run) -> str:
+    if is_finished(run.out):
+        return "done"
+    if (run.out / CHECKPOINT).exists():
+        return "partial"
+    return "todo"
+
+
+def _write_grid_meta(grid: Grid, root: Path) -> None:
+    meta = {
+        "name": grid.name,
+        "title": grid.title,
+        "config": str(grid.config),
+        "seeds": list(grid.seeds),
+        "baseline": grid.baseline,
+        "variants": [
+            {
+                "name": v["name"],
+                "overrides": list(v.get("overrides", ())),
+                "init_from": v.get("init_from"),
+                "paper": v.get("paper"),
+            }
+            for v in grid.variants
+        ],
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / GRID_META, meta)
+
+
+def sweep(
+    grid_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    jobs: int = 1,
+    shard: str | None = None,
+    dry_run: bool = False,
+    runs_root: str | Path = "runs",
+    seeds: tuple[int, ...] | None = None,
+) -> int:
+    """Run (or resume, or skip) every run of a grid; 0 when all finished, 1 when any failed."""
+    grid = load_grid(grid_path)
+    if seeds:
+        grid = dataclasses.replace(grid, seeds=tuple(seeds))
+    runs = grid.runs(runs_root, tuple(overrides))
+    validate_runs(grid, runs)
+    index, count = parse_shard(shard)
+    mine = shard_runs(runs, index, count)
+    if jobs < 1:
+        raise ConfigError(f"sweep: --jobs {jobs} must be at least 1")
+    header = f"{grid.name}: {len(runs)} runs ({len(grid.variants)} variants x {len(grid.seeds)} seeds)"
+    if count > 1:
+        header += f", shard {index}/{count}: {len(mine)} runs"
+    print(header)
+    if dry_run:
+        for r in mine:
+            print(f"  [{run_status(r):>7s}] {r.name:<40s} memgate train -c {grid.config} {' '.join(r.overrides)}")
+        return 0
+    _write_grid_meta(grid, Path(runs_root) / grid.name)
+    return _execute(grid, mine, jobs)
+
+
+def _env_for(slot: int, jobs: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    n_gpu = _cuda_count()
+    if n_gpu > 1 and jobs > 1 and visible is None:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpu)
+    return env
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch CUDA, no GPUs to share out
+        return 0
+
+
+def _launch(grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
+    run.out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
+    t = time.perf_counter()
+    with open(run.out / "train.log", "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_for(slot, jobs))
+    return rc, time.perf_counter() - t
+
+
+def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
+    pending = [r for r in runs if run_status(r) != "done"]  # already in dependency order
+    if len(runs) > len(pending):
+        print(f"  {len(runs) - len(pending)} run(s) already finished, skipped")
+    failed: dict[Path, str] = {}
+    running: dict[Future, tuple[Run, int]] = {}
+    free_slots = list(range(jobs))
+    total, started = len(pending), 0
+
+    def fail(r: Run, why: str) -> None:
+        failed[r.out] = why
+        print(f"  FAILED {r.name}: {why}", flush=True)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        while pending or running:
+            waiting_on = {r.out for r in pending} | {r.out for r, _ in running.values()}
+            for r in list(pending):
+                dep = r.depends_on
+                if dep is not None and dep in failed:
+                    pending.remove(r)
+                    fail(r, f"its baseline {dep} failed")
+                elif dep is not None and not is_finished(dep) and dep not in waiting_on:
+                    pending.remove(r)
+                    fail(r, f"its baseline {dep} is not finished and not part of this sweep or shard")
+                elif free_slots and (dep is None or is_finished(dep)):
+                    pending.remove(r)
+                    slot = free_slots.pop(0)
+                    started += 1
+                    print(f"  [{started}/{total}] start {r.name} ({run_status(r)})", flush=True)
+                    running[pool.submit(_launch, grid, r, slot, jobs)] = (r, slot)
+            if not running:
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                r, slot = running.pop(fut)
+                free_slots.append(slot)
+                rc, secs = fut.result()
+                if rc == 0 and is_finished(r.out):
+                    acc = read_summary(r.out)["final_test_acc"]
+                    print(f"  done {r.name} in {secs:.0f}s: test {100 * acc:.2f}%", flush=True)
+                else:
+                    fail(r, f"exit status {rc}: {_last_error(r.out / 'train.log')} (log: {r.out / 'train.log'})")
+    ok = sum(1 for r in runs if is_finished(r.out))
+    print(f"{grid.name}: {ok}/{len(runs)} runs finished" + (f", {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _last_error(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["(no output)"])[-1].strip()

@@ -1,0 +1,137 @@
+"""Evaluation: accuracy and per-sample g over a split, and `memgate eval` of a saved run."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import Config
+from ..data import Dataset, find_data, load_dataset, make_split, normalization
+from ..data.loader import DeviceData
+from ..errors import DataError
+from ..models import CifarResNet, architecture_summary, build_model
+from . import checkpoint as ckpt_io
+from .distributed import pick_device
+
+EVAL_BATCH = 256  # larger batches run slower on a CPU (cache) and gain nothing on a GPU at this size
+
+
+def autocast_for(device: torch.device, cfg: Config) -> AbstractContextManager:
+    """bf16 autocast on CUDA when ``train.amp``; plain fp32 elsewhere."""
+    if device.type == "cuda" and cfg.train.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: DeviceData,
+    split: str,
+    autocast: AbstractContextManager,
+    g_mode: str = "soft",
+) -> dict[str, Any]:
+    """Accuracy and per-sample g over ``split`` ('val' or 'test'); one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    loss = torch.zeros((), device=data.device)
+    gs: dict[int, list[Tensor]] = {}
+    n = 0
+    for x, y in data.eval_batches(split, EVAL_BATCH):
+        with autocast:
+            out = model(x, g_mode=g_mode)
+        correct += (out.logits.argmax(1) == y).sum()
+        loss += torch.nn.functional.cross_entropy(out.logits.float(), y, reduction="sum")
+        for s, go in out.gates.items():
+            gs.setdefault(s, []).append(go.g.float())
+        n += len(y)
+    model.train(was_training)
+    return {
+        "acc": correct.item() / n if n else None,
+        "loss": loss.item() / n if n else None,
+        "g": {s: torch.cat(v) for s, v in gs.items()},
+    }
+
+
+@dataclass
+class SavedRun:
+    """A run directory (or checkpoint) opened for analysis: its config, trained model and data."""
+
+    path: Path
+    ckpt: dict[str, Any]
+    cfg: Config
+    net: CifarResNet
+    dataset: Dataset
+    data: DeviceData
+    device: torch.device
+
+
+def open_run(run: str | Path, data_path: str | None = None, device: str = "auto") -> SavedRun:
+    """Load a run's checkpoint into its model and its dataset (or ``data_path``) onto ``device``."""
+    path = Path(run)
+    c = ckpt_io.load(path)
+    cfg = ckpt_io.checkpoint_config(c, path)
+    dev = pick_device(device)
+    net = build_model(cfg.model, cfg.gate)
+    ckpt_io.load_model_state(net, c, path)
+    net.to(dev).eval()
+    dcfg = cfg.data if data_path is None else replace(cfg.data, path=data_path)
+    ds = load_dataset(find_data(dcfg, download=False))
+    if ds.num_classes != cfg.model.num_classes:
+        raise DataError(f"data: {ds.source} has {ds.num_classes} classes, the model {cfg.model.num_classes}")
+    data = DeviceData(ds, make_split(ds, dcfg), *normalization(dcfg, ds.name), dev)
+    return SavedRun(path, c, replace(cfg, data=dcfg), net, ds, data, dev)
+
+
+def evaluate_run(
+    run: str | Path, data_path: str | None = None, device: str = "auto", g_mode: str = "soft"
+) -> dict[str, Any]:
+    """Test accuracy and gate statistics of a run directory or checkpoint."""
+    r = open_run(run, data_path, device)
+    res = evaluate(r.net, r.data, "test", autocast_for(r.device, r.cfg), g_mode=g_mode)
+    out: dict[str, Any] = {
+        "checkpoint_epoch": r.ckpt["epoch"],
+        "test_acc": res["acc"],
+        "test_loss": res["loss"],
+        "g_mode": g_mode,
+    }
+    lines = [f"{r.path}: epoch {r.ckpt['epoch']}, test accuracy {100 * res['acc']:.2f}% (g mode {g_mode})"]
+    if r.cfg.model.gates:
+        lines += _gate_lines(r, res["g"], out)
+    out["text"] = "\n".join(lines)
+    return out
+
+
+def _gate_lines(r: SavedRun, gs: dict[int, Tensor], out: dict[str, Any]) -> list[str]:
+    lines = []
+    for st, g in gs.items():
+        stats = {"mean": g.mean().item(), "frac_above_half": (g > 0.5).float().mean().item()}
+        out[f"g_b{st}"] = stats
+        lines.append(
+            f"  gate over B{st}: mean g {stats['mean']:.3f}, "
+            f"g > 0.5 for {100 * stats['frac_above_half']:.1f}% of test images"
+        )
+    if len(gs) == 1:
+        summary = architecture_summary(r.net)
+        skip = (next(iter(gs.values())) <= 0.5).float().mean().item()
+        saved = skip * summary["macs_skippable"] / summary["macs"]
+        out["hard_gate_compute_saving"] = saved
+        lines.append(
+            f"  a hard gate (g rounded) would skip the extra layers for {100 * skip:.1f}% of images, "
+            f"saving {100 * saved:.1f}% of MACs"
+            + ("" if r.cfg.gate.input == "first_unit" else " (realisable only with gate.input=first_unit)")
+        )
+    return lines
+
+
+def run_dataset(run: str | Path) -> Dataset:
+    """The dataset a saved run trained on, as its checkpoint's config names it (never downloaded)."""
+    path = Path(run)
+    cfg = ckpt_io.checkpoint_config(ckpt_io.load(path), path)
+    return load_dataset(find_data(cfg.data, download=False))

@@ -1,0 +1,373 @@
+"""`memgate train`: the paper's recipe end to end, resumable, logged.
+
+One ``Trainer`` owns one run: its data on the device, the model, both optimizers and its progress.
+``fit`` runs the remaining epochs; each epoch is begin -> batches -> end, one short method each.
+The hot loop keeps everything on the device: accumulators are tensors, g is scattered into a
+device buffer, and the host synchronises once per epoch (and on the progress bar's refresh).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..analysis.gates import plot_g_histograms
+from ..config import Config
+from ..data import find_data, load_dataset, make_split, normalization
+from ..data.loader import DeviceData, EpochPlan, epoch_plan
+from ..errors import DataError, Interrupted, RunError
+from ..models import CifarResNet, architecture_summary, build_model
+from . import checkpoint as ckpt_io
+from . import rundir
+from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
+from .evaluate import autocast_for, evaluate
+from .log import epoch_line, log_tensorboard, open_tensorboard
+from .recipe import gate_lr, make_optimizers, model_lr, set_lr, train_step
+from .state import EpochTotals, RunState
+
+PROGRESS_EVERY = 25  # batches between progress-bar refreshes (each one is a host sync)
+
+
+class Trainer:
+    """Owns one run: data, model, optimizers, state; ``fit`` runs the remaining epochs."""
+
+    def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None, fresh: bool = True):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = device or pick_device(cfg.device)
+        self.dist = world or init_distributed(self.device)
+        self.tty = sys.stderr.isatty() and self.dist.main
+        self._load_data()
+        torch.manual_seed(cfg.seed)
+        self.net: CifarResNet = build_model(cfg.model, cfg.gate)
+        if fresh and cfg.train.init != "scratch":  # a resumed run takes its weights from its own checkpoint
+            ckpt_io.init_from_baseline(self.net, cfg.train.init)
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+        self.net.to(self.device, memory_format=memory_format)
+        self.model = torch.compile(self.net) if cfg.train.compile else self.net
+        self.model_opt, self.gate_opt = make_optimizers(self.net, cfg)
+        self.autocast = autocast_for(self.device, cfg)
+        self.stages = list(cfg.model.gates)
+        self.state = RunState()
+        self._stop: str | None = None
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        self.log("loading data ...")
+        ds = load_dataset(find_data(cfg.data), progress=self.tty)
+        if ds.num_classes != cfg.model.num_classes:
+            raise DataError(
+                f"data: {ds.source} has {ds.num_classes} classes but model.num_classes={cfg.model.num_classes}; "
+                f"set model.num_classes={ds.num_classes}"
+            )
+        self.dataset_name = ds.name
+        self.split = make_split(ds, cfg.data)
+        self.data = DeviceData(ds, self.split, *normalization(cfg.data, ds.name), self.device)
+        self.test_labels = ds.y_test
+        self.val_labels = ds.y_train[self.split.val_idx]
+
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            print(msg, flush=True)
+
+    # -- checkpoints
+
+    def save(self) -> None:
+        if self.dist.main:
+            obj = ckpt_io.build(self.cfg, self.net, self.model_opt, self.gate_opt, self.state)
+            ckpt_io.save(obj, self.out / rundir.CHECKPOINT)
+
+    def restore(self) -> None:
+        path = self.out / rundir.CHECKPOINT
+        c = ckpt_io.load(path, map_location="cpu")
+        self.state = ckpt_io.restore(c, path, self.net, self.model_opt, self.gate_opt, self.device)
+        s = self.state
+        self.log(f"resuming {self.out} at epoch {s.epoch}" + (f", batch {s.batch}" if s.batch else ""))
+
+    # -- the loop
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop = signal.Signals(signum).name
+
+    def fit(self) -> dict[str, Any]:
+        handlers = {}
+        if self.dist.main and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        writer = open_tensorboard(self.out / rundir.TENSORBOARD, self.state.epoch) if self.dist.main else None
+        try:
+            while self.state.epoch < self.cfg.train.epochs:
+                self._train_epoch(writer)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            if writer is not None:
+                writer.close()
+        return self._finish()
+
+    def _train_epoch(self, writer) -> None:
+        epoch = self.state.epoch
+        lr, glr, plan = self._begin_epoch(epoch)
+        self._run_batches(plan, epoch)
+        self._end_epoch(epoch, lr, glr, writer)
+
+    def _begin_epoch(self, epoch: int) -> tuple[float, float, EpochPlan]:
+        cfg, s = self.cfg, self.state
+        lr, glr = model_lr(cfg, epoch), gate_lr(cfg, epoch)
+        set_lr(self.model_opt, lr)
+        set_lr(self.gate_opt, glr)
+        if s.batch == 0:
+            s.totals = EpochTotals.zeros(self.device)
+            s.g_epoch = torch.zeros((len(self.stages), self.data.n_train), device=self.device)
+            s.train_time = 0.0
+        self.model.train()
+        return lr, glr, epoch_plan(self.data.n_train, cfg.seed, epoch, cfg.data.augment, self.device)
+
+    def _run_batches(self, plan: EpochPlan, epoch: int) -> None:
+        from tqdm import tqdm
+
+        s, bsz = self.state, self.cfg.train.batch_size
+        n_batches = math.ceil(self.data.n_train / bsz)
+        desc = f"epoch {epoch + 1}/{self.cfg.train.epochs}"
+        bar = tqdm(total=n_batches, initial=s.batch, desc=desc, unit="batch", disable=not self.tty, leave=False)
+        t0 = last_ckpt = time.perf_counter()
+        with bar:
+            for b in range(s.batch, n_batches):
+                self._step(plan, b)
+                if self.tty and (b % PROGRESS_EVERY == 0 or b == n_batches - 1):
+                    self._progress(bar, b, t0)
+                if self._stop or self._checkpoint_due(last_ckpt):
+                    s.train_time += time.perf_counter() - t0
+                    t0 = last_ckpt = time.perf_counter()
+                    self._checkpoint_mid_epoch(epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        s.train_time += time.perf_counter() - t0
+
+    def _step(self, plan: EpochPlan, b: int) -> None:
+        s, n, bsz = self.state, self.data.n_train, self.cfg.train.batch_size
+        batch = self.data.train_batch(plan, b * bsz, min(n, (b + 1) * bsz), self.dist.rank, self.dist.world)
+        r = train_step(
+            self.model,
+            batch.x,
+            batch.y,
+            self.model_opt,
+            self.gate_opt,
+            step_model=(s.iteration + 1) % self.cfg.train.gate_iters == 0,
+            autocast=self.autocast,
+            sync_grads=self.dist.average_grads if self.dist.world > 1 else None,
+        )
+        tot = s.totals
+        tot.loss += r.loss * len(batch.y)
+        tot.correct += r.correct
+        tot.gate_loss += r.gate_loss * len(batch.y)
+        tot.gate_correct += r.gate_correct
+        tot.seen += len(batch.y)
+        for i, st in enumerate(self.stages):
+            s.g_epoch[i, batch.pos] = r.g[st]
+        s.iteration += 1
+        s.batch = b + 1
+
+    def _progress(self, bar, b: int, t0: float) -> None:
+        tot, s = self.state.totals, self.state
+        done = max(1, int(tot.seen.item()))
+        bar.set_postfix(
+            loss=f"{tot.loss.item() / done:.3f}",
+            acc=f"{tot.correct.item() / done:.3f}",
+            img_s=f"{done / (s.train_time + time.perf_counter() - t0):.0f}",
+            refresh=False,
+        )
+        bar.update(b + 1 - bar.n)
+
+    def _checkpoint_due(self, last: float) -> bool:
+        every = self.cfg.train.checkpoint_every_s
+        return self.dist.world == 1 and bool(every) and time.perf_counter() - last > every
+
+    def _checkpoint_mid_epoch(self, epoch: int) -> None:
+        """A mid-epoch checkpoint (timer or signal); after a signal, stop with a resumable state."""
+        if self._stop and self.dist.world > 1:
+            # Mid-epoch state is spread over the ranks; the epoch-end checkpoint is the consistent one.
+            raise Interrupted(
+                f"run: stopped by {self._stop} in epoch {epoch + 1}; run the same command to resume from "
+                f"the end of epoch {epoch} ({self.out})"
+            )
+        self._check_finite(self.state.totals, epoch, mid_epoch=True)
+        self.save()
+        if self._stop:
+            raise Interrupted(
+                f"run: stopped by {self._stop} in epoch {epoch + 1}, batch {self.state.batch}; checkpoint saved in "
+                f"{self.out}; run the same command to resume"
+            )
+
+    def _check_finite(self, tot: EpochTotals, epoch: int, mid_epoch: bool = False) -> None:
+        if not bool(torch.isfinite(tot.loss)):
+            last = f"epoch {epoch}" if epoch else "none yet"
+            raise RunError(
+                f"run: the training loss became non-finite in epoch {epoch + 1}"
+                f"{' (mid-epoch)' if mid_epoch else ''}; the last good checkpoint ({last}) is intact in {self.out}; "
+                "lower train.lr or check the data"
+            )
+
+    def _end_epoch(self, epoch: int, lr: float, glr: float, writer) -> None:
+        s, d = self.state, self.dist
+        totals = d.sum_(s.totals.as_tensor())
+        if d.world > 1:
+            d.sum_(s.g_epoch)  # every rank filled only its own positions
+            broadcast_buffers(self.net, d)
+        self._check_finite(s.totals, epoch)
+        t_eval = time.perf_counter()
+        val, test = self._evaluate(epoch)
+        row = self._epoch_row(epoch, lr, glr, totals.tolist(), val, test, time.perf_counter() - t_eval)
+        if s.g_hist is None:
+            s.g_hist = torch.zeros((self.cfg.train.epochs, *s.g_epoch.shape), dtype=torch.float16)
+        s.g_hist[epoch] = s.g_epoch.half().cpu()
+        s.metrics = s.metrics[:epoch] + [row]
+        s.epoch, s.batch = epoch + 1, 0
+        if d.main:
+            self.save()
+            rundir.write_metrics(self.out, s.metrics)
+            if self.stages:
+                self._write_gates(val, test)
+            if writer is not None:
+                log_tensorboard(writer, row, s.g_epoch[-1] if self.stages else None)
+            self.log(epoch_line(row, self.cfg.train.epochs))
+
+    def _evaluate(self, epoch: int) -> tuple[dict | None, dict | None]:
+        if epoch + 1 != self.cfg.train.epochs and (epoch + 1) % self.cfg.train.eval_every:
+            return None, None
+        val = evaluate(self.model, self.data, "val", self.autocast) if len(self.data.val_y) else None
+        return val, evaluate(self.model, self.data, "test", self.autocast)
+
+    def _epoch_row(
+        self, epoch: int, lr: float, glr: float, totals: list[float], val: dict | None, test: dict | None, t: float
+    ) -> dict[str, Any]:
+        loss, correct, gate_loss, gate_correct, seen = totals
+        s, gated = self.state, bool(self.stages)
+        g = s.g_epoch[-1] if gated else None
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "gate_lr": glr if gated else None,
+            "train_loss": loss / seen,
+            "train_acc": correct / seen,
+            "gate_loss": gate_loss / seen if gated else None,
+            "gate_acc": gate_correct / seen if gated else None,
+            "val_acc": val["acc"] if val else None,
+            "test_acc": test["acc"] if test else None,
+            "test_loss": test["loss"] if test else None,
+            "g_mean": g.mean().item() if g is not None else None,
+            "frac_g_above_half": (g > 0.5).float().mean().item() if g is not None else None,
+            "test_g_mean": test["g"][self.stages[-1]].mean().item() if test and gated else None,
+            "epoch_time_s": s.train_time,
+            "eval_time_s": t,
+            "images_per_s": seen / s.train_time if s.train_time else None,
+        }
+        for i, st in enumerate(self.stages[:-1]):
+            row[f"g_mean_b{st}"] = s.g_epoch[i].mean().item()
+        return row
+
+    def _write_gates(self, val: dict | None, test: dict | None) -> None:
+        """gates.npz: g of every training sample at every epoch so far, and of the validation and
+        test sets at the latest evaluated epoch (the final one once the run ends)."""
+        s = self.state
+        arrays: dict[str, Any] = {
+            "stages": np.array(self.stages),
+            "indices": self.split.train_idx,
+            "labels": self.split.train_labels,
+            "clean_labels": self.split.clean_labels,
+            "noisy": self.split.noisy,
+            "test_labels": self.test_labels,
+        }
+        if test is None and (self.out / rundir.GATES).exists():  # keep the last evaluated g
+            old = rundir.read_gates(self.out)
+            arrays.update({k: v for k, v in old.items() if k.startswith(("test_g", "val_"))})
+        for i, st in enumerate(self.stages):
+            arrays[f"g_b{st}"] = s.g_hist[: s.epoch, i].numpy()
+            if test is not None:
+                arrays[f"test_g_b{st}"] = test["g"][st].cpu().numpy().astype(np.float16)
+            if val is not None:
+                arrays[f"val_g_b{st}"] = val["g"][st].cpu().numpy().astype(np.float16)
+        if val is not None:
+            arrays["val_indices"] = self.split.val_idx
+            arrays["val_labels"] = self.val_labels
+        rundir.write_gates(self.out, arrays)
+
+    def _finish(self) -> dict[str, Any]:
+        summary = self._summary()
+        if self.dist.main:
+            if self.stages:
+                plot_g_histograms(self.out / rundir.GATES, self.out / rundir.G_HIST_PNG)
+            rundir.write_summary(self.out, summary)
+        return summary
+
+    def _summary(self) -> dict[str, Any]:
+        metrics = self.state.metrics
+        last = metrics[-1]
+        with_val = [m for m in metrics if m["val_acc"] is not None]
+        best = max(with_val, key=lambda m: m["val_acc"]) if with_val else None
+        return {
+            "out": str(self.out),
+            "epochs": len(metrics),
+            "final_test_acc": last["test_acc"],
+            "final_val_acc": last["val_acc"],
+            "best_val_acc": best["val_acc"] if best else None,
+            "best_val_epoch": best["epoch"] if best else None,
+            "test_acc_at_best_val": best["test_acc"] if best else None,
+            "final_g_mean": last["g_mean"],
+            "final_frac_g_above_half": last["frac_g_above_half"],
+            "train_time_s": sum(m["epoch_time_s"] for m in metrics),
+            "dataset": self.dataset_name,
+            "n_train": self.data.n_train,
+            "noisy_train": int(self.split.noisy.sum()),
+            **{k: v for k, v in architecture_summary(self.net).items() if k.startswith(("params", "macs"))},
+        }
+
+
+def train(cfg: Config, force: bool = False) -> dict[str, Any]:
+    """Train (or resume, or report) the run in ``cfg.out``. Returns its summary."""
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    world = init_distributed(device)
+    state = _agreed_run_state(cfg, force, world)
+    if state == "done":
+        summary = rundir.read_summary(out)
+        print(
+            f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%"
+            + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else "")
+        )
+        return summary
+    trainer = Trainer(cfg, device, world, fresh=state == "fresh")
+    if trainer.dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(out, cfg)
+    if state == "resume":
+        trainer.restore()
+    else:
+        s = architecture_summary(trainer.net)
+        trainer.log(
+            f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
+            f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {out}"
+        )
+    return trainer.fit()
+
+
+def _agreed_run_state(cfg: Config, force: bool, world: Dist) -> str:
+    """Rank 0 inspects (and with --force clears) the run directory; the other ranks follow its verdict."""
+    verdict: object = None
+    if world.main:
+        try:
+            verdict = rundir.run_state(cfg, force)
+        except RunError as e:
+            verdict = e
+    verdict = agree(world, verdict)
+    if isinstance(verdict, RunError):
+        raise verdict
+    return str(verdict)

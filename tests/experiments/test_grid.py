@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from memgate.cli import main
+from memgate.config import ConfigError
+from memgate.experiments.grid import load_grid, shard_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "name,variants,seeds", [("table1", 11, 5), ("table2", 9, 5), ("table3", 9, 1), ("table4", 5, 1), ("quick", 3, 2)]
+)
+def test_shipped_grids_expand_and_validate(name, variants, seeds):
+    grid = load_grid(ROOT / "experiments" / f"{name}.toml")
+    runs = grid.runs("runs")
+    assert len(runs) == variants * seeds
+    assert len({r.out for r in runs}) == len(runs)
+    position = {r.out: i for i, r in enumerate(runs)}
+    for r in runs:
+        assert f"seed={r.seed}" in r.overrides and f"out=runs/{name}/{r.variant}/seed{r.seed}" in r.overrides
+        if r.depends_on is not None:  # baseline initialisation: same seed, ordered first
+            assert r.depends_on == Path("runs") / name / "baseline" / f"seed{r.seed}"
+            assert position[r.depends_on] < position[r.out]
+            assert f"train.init={r.depends_on}" in r.overrides
+    assert main(["sweep", str(ROOT / "experiments" / f"{name}.toml"), "--dry-run"]) == 0
+
+
+def test_table1_rows_and_paper_numbers():
+    grid = load_grid(ROOT / "experiments" / "table1.toml")
+    by_name = {v["name"]: v for v in grid.variants}
+    assert by_name["baseline"]["paper"] == [93.478, 0.2644]
+    assert by_name["scratch_lr0.01_const"]["paper"][0] == 94.12
+    assert "train.gate_iters=5" in by_name["scratch_lr0.01_const_k5"]["overrides"]
+    assert sum(1 for v in grid.variants if v.get("init_from") == "baseline") == 4
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 60])
+def test_sharding_is_a_deterministic_partition_that_keeps_dependencies_together(count):
+    runs = load_grid(ROOT / "experiments" / "table1.toml").runs("runs")
+    shards = [shard_runs(runs, i, count) for i in range(1, count + 1)]
+    outs = [r.out for s in shards for r in s]
+    assert sorted(outs) == sorted(r.out for r in runs)  # every run in exactly one shard
+    assert len(outs) == len(set(outs))
+    for s in shards:
+        mine = {r.out for r in s}
+        assert all(r.depends_on is None or r.depends_on in mine for r in s)
+    assert [[r.out for r in s] for s in shards] == [
+        [r.out for r in shard_runs(runs, i, count)] for i in range(1, count + 1)
+    ]
+    sizes = [len(s) for s in shards]
+    if count <= 4:
+        assert max(sizes) - min(sizes) <= 5  # the largest dependency group has 5 runs
+
+
+def test_bad_grids_and_shards_are_one_line_errors(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text('config = "x.toml"\n[[variant]]\nname = "a"\ninit_from = "b"\n')
+    with pytest.raises(ConfigError, match="init_from='b'"):
+        load_grid(grid)
+    grid.write_text('config = "x.toml"\ncolour = 1\n[[variant]]\nname = "a"\n')
+    assert main(["sweep", str(grid), "--dry-run"]) == 2
+    assert "unknown key(s) ['colour']" in capsys.readouterr().err
+    assert main(["sweep", str(ROOT / "experiments" / "quick.toml"), "--shard", "5/4", "--dry-run"]) == 2
+    assert main(["sweep", str(ROOT / "experiments" / "quick.toml"), "model.depth=21", "--dry-run"]) == 2
+    assert "model.depth=21" in capsys.readouterr().err

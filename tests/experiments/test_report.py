@@ -1,0 +1,63 @@
+import json
+import math
+
+import pytest
+from scipy import stats
+
+from memgate.cli import main
+from memgate.experiments.report import collect, report, summarize, welch
+
+
+def _fake_run(root, variant, seed, acc, best_val=None, g=None):
+    d = root / variant / f"seed{seed}"
+    d.mkdir(parents=True)
+    summary = {
+        "final_test_acc": acc,
+        "best_val_acc": best_val,
+        "final_g_mean": g,
+        "final_frac_g_above_half": None if g is None else 0.25,
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    rows = [{"epoch": e, "test_acc": acc * e / 2, "val_acc": None} for e in (1, 2)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_statistics_match_hand_computation(tmp_path):
+    root = tmp_path / "g"
+    for s, a in enumerate([0.90, 0.92, 0.91]):
+        _fake_run(root, "baseline", s, a, best_val=a + 0.01)
+    for s, a in enumerate([0.93, 0.95]):
+        _fake_run(root, "gated", s, a, best_val=a, g=0.3 + s / 10)
+    meta, results = collect(root)
+    rows = {r["variant"]: r for r in summarize(meta, results)}
+    g = rows["gated"]
+    assert g["n"] == 2 and g["test_acc_mean"] == pytest.approx(0.94)
+    assert g["test_acc_std"] == pytest.approx(math.sqrt(((0.93 - 0.94) ** 2 + (0.95 - 0.94) ** 2) / 1))
+    assert rows["baseline"]["test_acc_std"] == pytest.approx(0.01)
+    assert rows["baseline"]["best_val_acc_mean"] == pytest.approx(0.92)
+    assert g["g_mean"] == pytest.approx(0.35)
+    # Welch by hand: variances of the means, Welch-Satterthwaite df, t quantile.
+    va, vb = 0.0002 / 2, 0.0001 / 3
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 1 + vb**2 / 2)
+    assert g["diff_vs_baseline"] == pytest.approx(0.03)
+    assert g["ci_low"] == pytest.approx(0.03 - stats.t.ppf(0.975, df) * se)
+    assert g["ci_high"] == pytest.approx(0.03 + stats.t.ppf(0.975, df) * se)
+    assert g["p_value"] == pytest.approx(2 * stats.t.sf(0.03 / se, df))
+    report(root, out=tmp_path / "rep")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| gated | 2 | 94.00 | 1.41 | 94.00 | +3.00 [" in text
+    csv_text = (tmp_path / "rep" / "results.csv").read_text().splitlines()
+    assert csv_text[0].startswith("variant,n,seeds,test_acc_mean")
+    assert len(csv_text) == 3
+
+
+def test_welch_single_seed_has_no_interval():
+    w = welch([0.9], [0.8, 0.82])
+    assert w["diff"] == pytest.approx(0.09) and w["ci_low"] is None and w["p"] is None
+
+
+def test_report_without_runs_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
