@@ -221,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     except MemgateError as e:
         print(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 2
+    except OSError as e:  # a path the user named that the library did not wrap: still one line
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"memgate: error: cannot use{where} ({e.strerror or e}); check the path and its permissions",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

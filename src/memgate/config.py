@@ -26,6 +26,7 @@ from .errors import ConfigError
 
 # Paper section 5: hidden width of the gate head over each stage.
 DEFAULT_GATE_HIDDEN = {2: 216, 3: 512}
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
 
 
 @dataclass(frozen=True)
@@ -219,9 +220,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p} (pass an existing TOML file, e.g. configs/baseline.toml)")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not UTF-8 text; save it as UTF-8 TOML") from None
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {p} ({e.strerror}); check its permissions") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -328,6 +333,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config: train.gate_iters > 1 needs a gate (model.gates is empty)")
     if not cfg.out:
         raise ConfigError("config: out must name a run directory")
+    for key, seed in (("seed", cfg.seed), ("data.split_seed", d.split_seed), ("data.noise_seed", d.noise_seed)):
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"config: {key}={seed} must be a seed between 0 and {MAX_SEED} (2**32 - 1)")
 
 
 def describe_keys() -> list[tuple[str, str, Any]]:

@@ -27,7 +27,7 @@ def test_eval_command_reproduces_final_test_accuracy(npz, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run"), "--data", str(npz), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_acc"] == summary["final_test_acc"]
     other = tmp_path / "c100.npz"
-    x = np.zeros((4, 32, 32, 3), np.uint8)
-    np.savez(other, x_train=x, y_train=np.array([0, 1, 2, 50]), x_test=x, y_test=np.array([0, 1, 2, 3]))
+    x = np.zeros((60, 32, 32, 3), np.uint8)  # more than 50 distinct labels below 100: read as CIFAR-100
+    np.savez(other, x_train=x, y_train=np.arange(60), x_test=x, y_test=np.arange(60))
     assert main(["eval", str(tmp_path / "run"), "--data", str(other)]) == 2
     assert "100 classes" in capsys.readouterr().err

@@ -9,15 +9,17 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
-from .sources import ARRAY_NAMES, decode_source
+from .npz import ARRAY_NAMES
+from .sources import decode_source
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json records array shapes (damaged caches are detected)
 
 
 def _source_key(path: Path) -> str:
@@ -45,33 +47,80 @@ def cache_root(path: Path) -> Path:
 
 
 def _read_cache(folder: Path) -> Dataset | None:
+    """The cached dataset, or None when absent or damaged (a damaged one is deleted, to be rebuilt).
+
+    meta.json records every array's shape and dtype; a file that does not load to exactly those
+    (truncated, edited, half-written by another tool) marks the whole folder as damaged.
+    """
     meta_file = folder / "meta.json"
     if not meta_file.exists():
         return None
     try:
         meta = json.loads(meta_file.read_text())
-        arrays = {k: np.load(folder / f"{k}.npy") for k in ARRAY_NAMES}
-    except (OSError, ValueError):
-        return None  # a damaged cache is rebuilt, never trusted
-    return Dataset(
-        classes=tuple(meta["classes"]),
-        name=meta["name"],
-        source=meta["source"],
-        source_format=meta["source_format"],
-        cache=str(folder),
-        **arrays,
-    )
+        arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ARRAY_NAMES}
+        shapes = {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()}
+        if shapes != meta["arrays"]:
+            raise ValueError("shapes differ from meta.json")
+        return Dataset(
+            classes=tuple(meta["classes"]),
+            name=meta["name"],
+            source=meta["source"],
+            source_format=meta["source_format"],
+            cache=str(folder),
+            **arrays,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(
+            f"memgate: warning: damaged dataset cache {folder} ({e.__class__.__name__}); rebuilding it", file=sys.stderr
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _remove_orphans(root: Path) -> None:
+    """Delete temporary cache folders whose writer process is gone (killed mid-write)."""
+    for tmp in root.glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_cache(folder: Path, ds: Dataset) -> Dataset:
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    """Write the cache beside a temporary name, then rename; an unwritable cache is skipped with a warning."""
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for k in ARRAY_NAMES:
-        np.save(tmp / f"{k}.npy", getattr(ds, k))
-    meta = {"name": ds.name, "classes": list(ds.classes), "source": ds.source, "source_format": ds.source_format}
-    (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks completeness
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(folder.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for k in ARRAY_NAMES:
+            np.save(tmp / f"{k}.npy", getattr(ds, k))
+        meta = {
+            "name": ds.name,
+            "classes": list(ds.classes),
+            "source": ds.source,
+            "source_format": ds.source_format,
+            "arrays": {k: [list(getattr(ds, k).shape), str(getattr(ds, k).dtype)] for k in ARRAY_NAMES},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks completeness
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(
+            f"memgate: warning: cannot write the dataset cache in {folder.parent} ({e.strerror}); "
+            "loading uncached (set $MEMGATE_CACHE to a writable folder to cache)",
+            file=sys.stderr,
+        )
+        return ds
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first; its cache is as good as ours
@@ -84,7 +133,10 @@ def load_dataset(path: str | Path, progress: bool = False, use_cache: bool = Tru
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data: {path} does not exist; pass a CIFAR archive (.tar.gz/.zip), an image folder or an .npz")
-    folder = cache_root(path) / f"{path.name}-{_source_key(path)}"
+    try:
+        folder = cache_root(path) / f"{path.name}-{_source_key(path)}"
+    except OSError as e:
+        raise DataError(f"data: cannot read {path} ({e.strerror}); check the path and its permissions") from None
     if use_cache:
         cached = _read_cache(folder)
         if cached is not None:

@@ -71,8 +71,9 @@ def _dependency_order(variants: tuple[dict[str, Any], ...]) -> list[dict[str, An
             if dep not in by_name:
                 raise ConfigError(f"grid: variant {v['name']} has init_from={dep!r}, which is no variant of the grid")
             if dep in path:
-                raise ConfigError(f"grid: variants {' -> '.join((*path, dep))} depend on each other in a circle")
-            visit(by_name[dep], (*path, v["name"]))
+                cycle = (*path[path.index(dep) :], dep)
+                raise ConfigError(f"grid: variants {' -> '.join(cycle)} depend on each other in a circle")
+            visit(by_name[dep], (*path, dep))
         done.append(v)
 
     for v in variants:
@@ -88,14 +89,8 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"grid: unknown key(s) {sorted(unknown)} in {path} (known: {sorted(GRID_KEYS)})")
     if "config" not in raw or not raw.get("variant"):
         raise ConfigError(f'grid: {path} needs `config = "..."` and at least one [[variant]]')
-    variants = []
-    for v in raw["variant"]:
-        bad = set(v) - VARIANT_KEYS
-        if bad or "name" not in v:
-            raise ConfigError(f"grid: variant {v.get('name', '?')} in {path} has unknown keys {sorted(bad)} or no name")
-        if "/" in v["name"] or not v["name"]:
-            raise ConfigError(f"grid: variant name {v['name']!r} must be a plain folder name")
-        variants.append(v)
+    _check_types(raw, path)
+    variants = [_checked_variant(v, path) for v in raw["variant"]]
     names = [v["name"] for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"grid: {path} repeats a variant name")
@@ -115,6 +110,44 @@ def load_grid(path: str | Path) -> Grid:
     )
     _dependency_order(grid.variants)
     return grid
+
+
+def _check_types(raw: dict[str, Any], path: Path) -> None:
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(_is_seed(s) for s in seeds):
+        raise ConfigError(f"grid: seeds in {path} must be a list of integers >= 0, e.g. seeds = [0, 1]")
+    for key in ("name", "title", "config", "baseline"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"grid: {key} in {path} must be a string")
+    if "name" in raw and not _plain_name(raw["name"]):
+        raise ConfigError(f"grid: name {raw['name']!r} in {path} must be a plain folder name")
+    if not isinstance(raw.get("overrides", []), list) or not all(isinstance(o, str) for o in raw.get("overrides", [])):
+        raise ConfigError(f'grid: overrides in {path} must be a list of "KEY=VALUE" strings')
+    if not isinstance(raw["variant"], list) or not all(isinstance(v, dict) for v in raw["variant"]):
+        raise ConfigError(f"grid: variant in {path} must be [[variant]] tables")
+
+
+def _checked_variant(v: dict[str, Any], path: Path) -> dict[str, Any]:
+    bad = set(v) - VARIANT_KEYS
+    if bad or "name" not in v:
+        raise ConfigError(f"grid: variant {v.get('name', '?')} in {path} has unknown keys {sorted(bad)} or no name")
+    if not isinstance(v["name"], str) or not _plain_name(v["name"]):
+        raise ConfigError(f"grid: variant name {v['name']!r} must be a plain folder name (letters, digits, _ - .)")
+    ov = v.get("overrides", [])
+    if not isinstance(ov, list) or not all(isinstance(o, str) for o in ov):
+        raise ConfigError(f'grid: variant {v["name"]}: overrides must be a list of "KEY=VALUE" strings')
+    if "init_from" in v and not isinstance(v["init_from"], str):
+        raise ConfigError(f"grid: variant {v['name']}: init_from must name another variant")
+    return v
+
+
+def _is_seed(s: Any) -> bool:
+    return isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
+
+
+def _plain_name(name: str) -> bool:
+    """A name that is one folder inside the grid's folder: no separators, not . or .., not hidden."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def validate_runs(grid: Grid, runs: list[Run]) -> None:

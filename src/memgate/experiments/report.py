@@ -45,7 +45,7 @@ def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]
     if not root.is_dir():
         raise MemgateError(f"report: {root} is not a folder; pass a grid's output, e.g. runs/quick")
     meta_file = root / GRID_META
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+    meta = _read_meta(meta_file) if meta_file.exists() else None
     names = [v["name"] for v in meta["variants"]] if meta else sorted(p.name for p in root.iterdir() if p.is_dir())
     if meta is None:
         meta = {
@@ -69,6 +69,16 @@ def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]
     if not any(results.values()):
         raise MemgateError(f"report: no finished runs (summary.json) under {root}; run `memgate sweep` first")
     return meta, results
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+        if isinstance(meta, dict) and all(isinstance(v["name"], str) for v in meta["variants"]):
+            return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise MemgateError(f"report: {path} is damaged; run `memgate sweep` with the grid file again to rewrite it")
 
 
 def _fmt(x: float | None, nd: int = 2, pct: bool = True) -> str:

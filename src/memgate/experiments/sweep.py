@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ..atomic import write_json
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 from ..train.rundir import CHECKPOINT, is_finished, read_summary
 from .grid import Grid, Run, load_grid, parse_shard, shard_runs, validate_runs
 
@@ -47,7 +47,10 @@ def _write_grid_meta(grid: Grid, root: Path) -> None:
             for v in grid.variants
         ],
     }
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"sweep: cannot create {root} ({e.strerror}); pass a writable --runs folder") from None
     write_json(root / GRID_META, meta)
 
 
@@ -102,7 +105,7 @@ def _cuda_count() -> int:
 
 
 def _launch(grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
-    run.out.mkdir(parents=True, exist_ok=True)
+    run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable before any launch
     cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
     t = time.perf_counter()
     with open(run.out / "train.log", "a") as log:

@@ -40,6 +40,7 @@ def build(
         "g_hist": s.g_hist,
         "metrics": s.metrics,
         "train_time": s.train_time,
+        "last_eval": s.last_eval,
         "rng": rng_state(),
     }
 
@@ -52,18 +53,37 @@ def restore(
     gate_opt: torch.optim.Optimizer | None,
     device: torch.device,
 ) -> RunState:
-    """Load a checkpoint made by ``build`` into the model and optimizers; returns the run's progress."""
+    """Load a checkpoint made by ``build`` into the model and optimizers; returns the run's progress.
+
+    A file whose fields have the wrong types or shapes (damaged, or crafted to pass ``weights_only``)
+    is a one-line ``CheckpointError``, never a traceback."""
     load_model_state(net, ckpt, path)
-    model_opt.load_state_dict(ckpt["model_opt"])
-    if gate_opt is not None:
-        gate_opt.load_state_dict(ckpt["gate_opt"])
-    c = ckpt
-    s = RunState(epoch=c["epoch"], batch=c["batch"], iteration=c["iteration"])
-    s.totals = EpochTotals.from_state(c["totals"], device) if c["totals"] else None
-    s.g_epoch = c["g_epoch"].to(device) if c["g_epoch"] is not None else None
-    s.g_hist, s.metrics, s.train_time = c["g_hist"], c["metrics"], c["train_time"]
-    set_rng_state(c["rng"])
+    try:
+        model_opt.load_state_dict(ckpt["model_opt"])
+        if gate_opt is not None:
+            gate_opt.load_state_dict(ckpt["gate_opt"])
+        c = ckpt
+        s = RunState(epoch=_count(c, "epoch"), batch=_count(c, "batch"), iteration=_count(c, "iteration"))
+        s.totals = EpochTotals.from_state(c["totals"], device) if c["totals"] else None
+        s.g_epoch = c["g_epoch"].to(device) if c["g_epoch"] is not None else None
+        s.g_hist, s.metrics, s.train_time = c["g_hist"], list(c["metrics"]), float(c["train_time"])
+        s.last_eval = dict(c.get("last_eval") or {})
+        if len(s.metrics) != s.epoch or (s.epoch and s.g_hist is not None and len(s.g_hist) < s.epoch):
+            raise ValueError("progress fields disagree")
+        set_rng_state(c["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(
+            f"checkpoint: {path} has damaged training state ({e.__class__.__name__}: {str(e)[:80]}); "
+            "delete it to start over, or restore it from a backup"
+        ) from None
     return s
+
+
+def _count(ckpt: dict[str, Any], key: str) -> int:
+    v = ckpt[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{key}={v!r} is not a count")
+    return v
 
 
 def save(obj: dict[str, Any], path: Path) -> None:
@@ -85,6 +105,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"checkpoint: {path} is not a memgate checkpoint (no model/config entries)")
+    model = ckpt["model"]
+    if not isinstance(ckpt["config"], dict) or not isinstance(model, dict):
+        raise CheckpointError(f"checkpoint: {path} is damaged: its config or model entry is not a mapping")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise CheckpointError(f"checkpoint: {path} is damaged: its model entry holds something other than tensors")
     return ckpt
 
 

@@ -81,7 +81,9 @@ def open_run(run: str | Path, data_path: str | None = None, device: str = "auto"
     net = build_model(cfg.model, cfg.gate)
     ckpt_io.load_model_state(net, c, path)
     net.to(dev).eval()
-    dcfg = cfg.data if data_path is None else replace(cfg.data, path=data_path)
+    # Another copy of the data is only evaluated on its test split: no validation split, subset or noise.
+    other = dict(path=data_path, val_size=0, train_subset=0, label_noise=0.0)
+    dcfg = cfg.data if data_path is None else replace(cfg.data, **other)
     ds = load_dataset(find_data(dcfg, download=False))
     if ds.num_classes != cfg.model.num_classes:
         raise DataError(f"data: {ds.source} has {ds.num_classes} classes, the model {cfg.model.num_classes}")

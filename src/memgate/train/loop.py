@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,14 @@ class Trainer:
         self.state = ckpt_io.restore(c, path, self.net, self.model_opt, self.gate_opt, self.device)
         s = self.state
         self.log(f"resuming {self.out} at epoch {s.epoch}" + (f", batch {s.batch}" if s.batch else ""))
+        if self.dist.main and s.epoch:
+            self._write_epoch_files()  # a kill between the checkpoint and these files left them behind
+
+    def _write_epoch_files(self) -> None:
+        """metrics.jsonl and gates.npz, derived from the state: the checkpoint is the one truth."""
+        rundir.write_metrics(self.out, self.state.metrics)
+        if self.stages:
+            self._write_gates()
 
     # -- the loop
 
@@ -102,7 +111,7 @@ class Trainer:
         if self.dist.main and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        writer = open_tensorboard(self.out / rundir.TENSORBOARD, self.state.epoch) if self.dist.main else None
+        writer = self._open_tensorboard() if self.dist.main else None
         try:
             while self.state.epoch < self.cfg.train.epochs:
                 self._train_epoch(writer)
@@ -112,6 +121,15 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self._finish()
+
+    def _open_tensorboard(self):
+        """Events past the checkpoint's last epoch are dropped, and that epoch is logged again (a
+        kill may have come between its checkpoint and its events)."""
+        s = self.state
+        writer = open_tensorboard(self.out / rundir.TENSORBOARD, max(0, s.epoch - 1))
+        if s.epoch:
+            log_tensorboard(writer, s.metrics[-1], s.g_hist[s.epoch - 1, -1] if self.stages else None)
+        return writer
 
     def _train_epoch(self, writer) -> None:
         epoch = self.state.epoch
@@ -225,20 +243,32 @@ class Trainer:
         self._check_finite(s.totals, epoch)
         t_eval = time.perf_counter()
         val, test = self._evaluate(epoch)
+        self._check_finite_eval(val, test, epoch)
         row = self._epoch_row(epoch, lr, glr, totals.tolist(), val, test, time.perf_counter() - t_eval)
         if s.g_hist is None:
             s.g_hist = torch.zeros((self.cfg.train.epochs, *s.g_epoch.shape), dtype=torch.float16)
         s.g_hist[epoch] = s.g_epoch.half().cpu()
         s.metrics = s.metrics[:epoch] + [row]
+        for name, res in (("val", val), ("test", test)):
+            if res is not None:
+                s.last_eval[name] = {st: g.cpu().half() for st, g in res["g"].items()}
         s.epoch, s.batch = epoch + 1, 0
         if d.main:
-            self.save()
-            rundir.write_metrics(self.out, s.metrics)
-            if self.stages:
-                self._write_gates(val, test)
+            self.save()  # the epoch is done once its checkpoint is; the files below derive from it
+            self._write_epoch_files()
             if writer is not None:
                 log_tensorboard(writer, row, s.g_epoch[-1] if self.stages else None)
             self.log(epoch_line(row, self.cfg.train.epochs))
+
+    def _check_finite_eval(self, val: dict | None, test: dict | None, epoch: int) -> None:
+        """A checkpoint is good only if its evaluation is finite too (no NaN in metrics.jsonl)."""
+        bad = [n for n, r in (("validation", val), ("test", test)) if r and not math.isfinite(r["loss"])]
+        if bad:
+            last = f"epoch {epoch}" if epoch else "none yet"
+            raise RunError(
+                f"run: the {bad[0]} loss became non-finite in epoch {epoch + 1}; the last good checkpoint "
+                f"({last}) is intact in {self.out}; lower train.lr or check the data"
+            )
 
     def _evaluate(self, epoch: int) -> tuple[dict | None, dict | None]:
         if epoch + 1 != self.cfg.train.epochs and (epoch + 1) % self.cfg.train.eval_every:
@@ -274,7 +304,7 @@ class Trainer:
             row[f"g_mean_b{st}"] = s.g_epoch[i].mean().item()
         return row
 
-    def _write_gates(self, val: dict | None, test: dict | None) -> None:
+    def _write_gates(self) -> None:
         """gates.npz: g of every training sample at every epoch so far, and of the validation and
         test sets at the latest evaluated epoch (the final one once the run ends)."""
         s = self.state
@@ -286,16 +316,12 @@ class Trainer:
             "noisy": self.split.noisy,
             "test_labels": self.test_labels,
         }
-        if test is None and (self.out / rundir.GATES).exists():  # keep the last evaluated g
-            old = rundir.read_gates(self.out)
-            arrays.update({k: v for k, v in old.items() if k.startswith(("test_g", "val_"))})
         for i, st in enumerate(self.stages):
             arrays[f"g_b{st}"] = s.g_hist[: s.epoch, i].numpy()
-            if test is not None:
-                arrays[f"test_g_b{st}"] = test["g"][st].cpu().numpy().astype(np.float16)
-            if val is not None:
-                arrays[f"val_g_b{st}"] = val["g"][st].cpu().numpy().astype(np.float16)
-        if val is not None:
+            for name in ("test", "val"):
+                if st in s.last_eval.get(name, {}):
+                    arrays[f"{name}_g_b{st}"] = s.last_eval[name][st].numpy()
+        if "val" in s.last_eval:
             arrays["val_indices"] = self.split.val_idx
             arrays["val_labels"] = self.val_labels
         rundir.write_gates(self.out, arrays)
@@ -332,31 +358,42 @@ class Trainer:
 
 
 def train(cfg: Config, force: bool = False) -> dict[str, Any]:
-    """Train (or resume, or report) the run in ``cfg.out``. Returns its summary."""
+    """Train (or resume, or report) the run in ``cfg.out``. Returns its summary.
+
+    The run directory is locked for the whole run; with ``force``, a run of another config there is
+    deleted only once the new run is ready to start (data loaded, model built)."""
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     world = init_distributed(device)
-    state = _agreed_run_state(cfg, force, world)
-    if state == "done":
-        summary = rundir.read_summary(out)
-        print(
-            f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%"
-            + (f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else "")
-        )
-        return summary
-    trainer = Trainer(cfg, device, world, fresh=state == "fresh")
-    if trainer.dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(out, cfg)
-    if state == "resume":
-        trainer.restore()
-    else:
-        s = architecture_summary(trainer.net)
-        trainer.log(
-            f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
-            f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {out}"
-        )
-    return trainer.fit()
+    with rundir.lock(out) if world.main else nullcontext():
+        state = _agreed_run_state(cfg, force, world)
+        if state == "done":
+            return _report_finished(out)
+        trainer = Trainer(cfg, device, world, fresh=state != "resume")
+        if trainer.dist.main:
+            if state == "replace":
+                rundir.clear(out)
+            rundir.write_config(out, cfg)
+        if state == "resume":
+            trainer.restore()
+        else:
+            trainer.log(_start_line(trainer))
+        return trainer.fit()
+
+
+def _report_finished(out: Path) -> dict[str, Any]:
+    summary = rundir.read_summary(out)
+    best = f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else ""
+    print(f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%{best}")
+    return summary
+
+
+def _start_line(trainer: Trainer) -> str:
+    s, cfg = architecture_summary(trainer.net), trainer.cfg
+    return (
+        f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
+        f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {cfg.out}"
+    )
 
 
 def _agreed_run_state(cfg: Config, force: bool, world: Dist) -> str:

@@ -9,7 +9,12 @@ through ``memgate.atomic``; nothing else in memgate names these files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ import numpy as np
 
 from ..atomic import sanitize, write_atomic, write_json, write_text
 from ..config import Config, config_from_dict, read_toml
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, RunError, StorageError
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -26,6 +31,7 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 G_HIST_PNG = "g_hist.png"
 TENSORBOARD = "tb"
+LOCK = ".lock"
 RUN_FILES = (CONFIG, METRICS, GATES, CHECKPOINT, SUMMARY, G_HIST_PNG)
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
 
@@ -66,26 +72,87 @@ def clear(out: Path) -> None:
 
 
 def run_state(cfg: Config, force: bool = False) -> str:
-    """'fresh', 'resume' or 'done' for ``cfg.out``; refuses a run of another config unless forced."""
+    """'fresh', 'resume', 'done' or 'replace' (forced over another run: clear it once ready) for
+    ``cfg.out``. Refuses a run of another config, or run files without a config.toml, unless forced.
+    Deletes nothing: the caller clears a replaced run only when the new one is ready to start."""
     out = Path(cfg.out)
     cfg_file = out / CONFIG
     if cfg_file.exists():
         diff = config_difference(cfg, cfg_file)
-        if diff:
-            if not force:
-                k, there, now = diff[0]
-                raise RunError(
-                    f"run: {out} holds a run with another config ({k}: {there!r} there, {now!r} now"
-                    f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); "
-                    "choose another out=, or --force to replace it"
-                )
-            clear(out)
-            return "fresh"
-        if (out / SUMMARY).exists():
-            return "done"
-        if (out / CHECKPOINT).exists():
-            return "resume"
+    else:
+        present = [n for n in (*RUN_FILES, TENSORBOARD) if (out / n).exists()]
+        diff = [("config.toml", "missing beside " + ", ".join(present), "this run")] if present else []
+    if diff:
+        if force:
+            return "replace"
+        k, there, now = diff[0]
+        raise RunError(
+            f"run: {out} holds a run with another config ({k}: {there!r} there, {now!r} now"
+            f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); "
+            "choose another out=, or --force to replace it"
+        )
+    if (out / SUMMARY).exists() and _readable_json(out / SUMMARY):
+        return "done"
+    if (out / CHECKPOINT).exists():
+        return "resume"  # a corrupt summary.json is rebuilt from the checkpoint
     return "fresh"
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (it holds our pid) while a run writes ``out``; a second memgate process
+    that wants the same folder is refused. A lock left by a dead process is taken over."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"run: cannot create the run folder {out} ({e.strerror}); choose another out=") from None
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                raise RunError(
+                    f"run: {out} is in use by memgate process {holder}; wait for it to finish or choose another out="
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+        except OSError as e:
+            raise StorageError(f"run: cannot write in {out} ({e.strerror}); choose a writable out=") from None
+    else:
+        raise RunError(f"run: {out} is being taken by another memgate process; try again")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding a lock file if that process is alive, else None."""
+    try:
+        pid = int(path.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def write_config(run: str | Path, cfg: Config) -> None:
@@ -110,7 +177,17 @@ def write_summary(run: str | Path, summary: dict[str, Any]) -> None:
 def read_summary(run: str | Path) -> dict[str, Any] | None:
     """The finished run's summary, or None while it is unfinished."""
     path = Path(run) / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(
+            f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on it again to rebuild it"
+        ) from None
+    if not isinstance(summary, dict):
+        raise RunError(f"run: {path} is not a memgate summary; run `memgate train` on it again to rebuild it")
+    return summary
 
 
 def is_finished(run: str | Path) -> bool:
@@ -126,5 +203,12 @@ def read_gates(run: str | Path) -> dict[str, np.ndarray]:
     path = Path(run)
     if path.is_dir():
         path = path / GATES
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise RunError(f"run: {path} not found (not a gated run, or no epoch finished yet)") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise RunError(
+            f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on the run again to rewrite it"
+        ) from None

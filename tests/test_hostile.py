@@ -1,0 +1,404 @@
+"""Hostile input: crafted, corrupt and oversized data, configs, grids, checkpoints and run folders.
+
+Every case must end with exit status 2, exactly one line on stderr that names the problem, no
+traceback, no code run from the data, and nothing that existed before changed or deleted.
+"""
+
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datafactory import CLASSES, image_tree_files, python_version_files, write_tar, write_tree, write_zip
+from runfactory import tiny
+
+import memgate.train.loop as training
+from memgate.cli import main
+from memgate.train import checkpoint as ckpt_io
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (what must not change)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(capsys, argv, needle, root=None):
+    """Run the CLI; assert status 2, one stderr line containing ``needle``, and ``root`` untouched."""
+    before = snapshot(root) if root else None
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, (argv, err)
+    assert len(err.splitlines()) == 1 and err.startswith("memgate: error: "), err
+    assert "Traceback" not in err
+    assert needle in err, (needle, err)
+    if root:
+        assert snapshot(root) == before
+    return err
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class Payload:
+    """A pickle that, when loaded with plain pickle, writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _python_tree_with(tmp_path, arrays, name, blob):
+    files = python_version_files(*arrays)
+    files[f"cifar-10-batches-py/{name}"] = blob
+    return files
+
+
+@pytest.mark.parametrize("member", ["data_batch_1", "test_batch", "batches.meta"])
+@pytest.mark.parametrize("container", ["folder", "tar"])
+def test_pickle_payload_in_cifar_batches_never_runs(tmp_path, arrays, capsys, member, container):
+    marker = tmp_path / "PWNED"
+    files = _python_tree_with(tmp_path, arrays, member, pickle.dumps({b"data": Payload(marker)}))
+    if container == "folder":
+        path = write_tree(tmp_path / "src", files) / "cifar-10-batches-py"
+    else:
+        path = write_tar(tmp_path / "cifar-10-python.tar.gz", files)
+    for argv in (["data", "info", path], ["data", "prepare", path], ["info", "-c", _cfg(tmp_path)]):
+        if argv[0] == "info":  # `train` reaches the same loader; keep the run short by failing early
+            argv = ["train", "-c", _cfg(tmp_path), f"data.path={path}", f"out={tmp_path / 'run'}", "device=cpu"]
+        fails_cleanly(capsys, argv, "refused global posix.system")
+        assert not marker.exists()
+
+
+def _cfg(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[model]\ndepth = 8\n")
+    return p
+
+
+@pytest.mark.parametrize(
+    "blob,needle",
+    [
+        (pickle.dumps({b"foo": 1}), "no (N, 3072) pixel array"),
+        (pickle.dumps([1, 2, 3]), "holds a list, not a CIFAR batch dict"),
+        (pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": ["a", "b", "c"]}), "integer labels"),
+        (pickle.dumps({b"data": np.zeros((3, 3072), np.float32), b"labels": [1, 2, 3]}), "no (N, 3072)"),
+        (b"\x80\x04not a pickle", "cannot read data_batch_1"),
+    ],
+)
+def test_python_batch_with_the_wrong_content(tmp_path, arrays, capsys, blob, needle):
+    path = write_tree(tmp_path / "src", _python_tree_with(tmp_path, arrays, "data_batch_1", blob))
+    fails_cleanly(capsys, ["data", "info", path / "cifar-10-batches-py"], needle, root=path)
+
+
+def _npz_bytes(arrays, compressed=False):
+    buf = io.BytesIO()
+    x_train, y_train, x_test, y_test = arrays
+    (np.savez_compressed if compressed else np.savez)(
+        buf, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+    )
+    return buf.getvalue()
+
+
+def test_npz_with_corrupt_deflate_data(tmp_path, arrays, capsys):
+    raw = bytearray(_npz_bytes(arrays, compressed=True))
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        info = zf.getinfo("x_train.npy")
+    start = info.header_offset + 30 + len(info.filename) + 200  # inside the deflate stream
+    raw[start : start + 64] = bytes(64)
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    fails_cleanly(capsys, ["data", "info", tmp_path / "bad.npz"], "not a readable .npz", root=tmp_path)
+
+
+def test_npz_header_claiming_1e11_images_is_refused_before_allocating(tmp_path, arrays, capsys):
+    x_train, y_train, x_test, y_test = arrays
+    header = {"descr": "|u1", "fortran_order": False, "shape": (100_000_000_000, 32, 32, 3)}
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, header)
+    npy.write(x_train.tobytes())
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
+        zf.writestr("x_train.npy", npy.getvalue())
+        for k, v in (("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
+            b = io.BytesIO()
+            np.save(b, v)
+            zf.writestr(f"{k}.npy", b.getvalue())
+    fails_cleanly(capsys, ["data", "info", tmp_path / "huge.npz"], "claims shape (100000000000, 32, 32, 3)")
+
+
+def _png_header_only(width, height):
+    """A PNG whose header says width x height RGB, with a tiny (invalid) image body."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_png_is_refused_from_its_header(tmp_path, arrays, capsys):
+    tree = image_tree_files(*arrays)
+    tree["cifar10/train/cat/00009.png"] = _png_header_only(15000, 15000)
+    path = write_zip(tmp_path / "bomb.zip", tree)
+    fails_cleanly(capsys, ["data", "info", path], "cifar10/train/cat/00009.png")
+
+
+def test_classes_txt_that_is_not_utf8(tmp_path, arrays, capsys):
+    tree = image_tree_files(*arrays)
+    tree["cifar10/classes.txt"] = "\n".join(CLASSES).encode("utf-16")
+    fails_cleanly(capsys, ["data", "info", write_zip(tmp_path / "c.zip", tree)], "classes.txt")
+
+
+def test_npz_label_10_without_classes_is_out_of_range(tmp_path, arrays, capsys):
+    x_train, y_train, x_test, y_test = arrays
+    y = y_train.copy()
+    y[0] = 10
+    np.savez(tmp_path / "l.npz", x_train=x_train, y_train=y, x_test=x_test, y_test=y_test)
+    fails_cleanly(capsys, ["data", "info", tmp_path / "l.npz"], "label 10 is out of range for 10 classes")
+
+
+def test_damaged_cache_is_detected_and_rebuilt(tmp_path, arrays, capsys, monkeypatch):
+    from memgate.data import load_dataset
+
+    monkeypatch.setenv("MEMGATE_CACHE", str(tmp_path / "cache"))
+    path = write_zip(tmp_path / "d.zip", image_tree_files(*arrays))
+    first = load_dataset(path)
+    npy = Path(first.cache) / "x_train.npy"
+    npy.write_bytes(npy.read_bytes()[:-100])
+    second = load_dataset(path)
+    assert "damaged dataset cache" in capsys.readouterr().err
+    assert np.array_equal(second.x_train, arrays[0])
+    assert np.array_equal(load_dataset(path).x_train, arrays[0])
+    assert "damaged" not in capsys.readouterr().err  # rebuilt, so the third load is clean
+
+
+def test_orphaned_temporary_cache_folders_are_removed(tmp_path, arrays, monkeypatch):
+    from memgate.data import load_dataset
+
+    monkeypatch.setenv("MEMGATE_CACHE", str(tmp_path / "cache"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / "cache" / f"d.zip-0123.tmp-{dead.stdout.strip()}"
+    (orphan / "x").mkdir(parents=True)
+    load_dataset(write_zip(tmp_path / "d.zip", image_tree_files(*arrays)))
+    assert not orphan.exists()
+
+
+def test_unwritable_cache_loads_uncached_with_one_warning(tmp_path, arrays, capsys, monkeypatch):
+    (tmp_path / "file").write_text("a regular file")
+    monkeypatch.setenv("MEMGATE_CACHE", str(tmp_path / "file" / "cache"))
+    capsys.readouterr()
+    assert main(["data", "info", str(write_zip(tmp_path / "d.zip", image_tree_files(*arrays)))]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the dataset cache" in err[0]
+
+
+# ----------------------------------------------------------------------------- configs and grids
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("seed=-1", "seed=-1 must be a seed"),
+        (f"seed={2**70}", "must be a seed between 0 and"),
+        ("data.split_seed=-3", "data.split_seed=-3"),
+        (f"data.noise_seed={2**40}", "data.noise_seed"),
+    ],
+)
+def test_bad_seeds(capsys, override, needle):
+    fails_cleanly(capsys, ["info", "-c", "configs/quick.toml", override], needle)
+
+
+def test_config_file_that_is_not_utf8(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes("[model]\ndepth = 20 # caf\xe9\n".encode("latin-1"))
+    fails_cleanly(capsys, ["info", "-c", bad], "not UTF-8")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('config = "c.toml"\nseeds = 5\n[[variant]]\nname = "a"\n', "seeds"),
+        ('config = "c.toml"\nvariant = "abc"\n', "[[variant]] tables"),
+        ('config = "c.toml"\nname = 5\n[[variant]]\nname = "a"\n', "name in"),
+        ('config = "c.toml"\n[[variant]]\nname = ".."\n', "plain folder name"),
+        (
+            'config = "c.toml"\n[[variant]]\nname = "a"\ninit_from = "b"\n[[variant]]\nname = "b"\ninit_from = "a"\n',
+            "a -> b -> a",
+        ),
+    ],
+)
+def test_bad_grids(tmp_path, capsys, text, needle):
+    (tmp_path / "c.toml").write_text("")
+    (tmp_path / "g.toml").write_text(text)
+    fails_cleanly(capsys, ["sweep", tmp_path / "g.toml", "--dry-run"], needle)
+
+
+def test_runs_folder_under_a_regular_file(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text("")
+    (tmp_path / "g.toml").write_text('config = "c.toml"\n[[variant]]\nname = "a"\n')
+    (tmp_path / "file").write_text("x")
+    fails_cleanly(capsys, ["sweep", tmp_path / "g.toml", "--runs", tmp_path / "file" / "runs"], "cannot create")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def finished(npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    training.train(tiny(npz, out, "train.epochs=1"))
+    return out
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("config", 5, "config or model entry is not a mapping"),
+        ("model", 5, "config or model entry is not a mapping"),
+        ("model", {"stem.weight": 5}, "other than tensors"),
+    ],
+)
+def test_crafted_checkpoint_fields_in_eval(finished, tmp_path, capsys, field, value, needle):
+    c = ckpt_io.load(finished)
+    c[field] = value
+    torch.save(c, tmp_path / "bad.pt")
+    fails_cleanly(capsys, ["eval", tmp_path / "bad.pt"], needle, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("rng", {"torch": 5}), ("model_opt", {"state": 5}), ("epoch", -5), ("metrics", 3), ("epoch", "one")],
+)
+def test_crafted_checkpoint_fields_on_resume(npz, finished, tmp_path, capsys, field, value):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny(npz, run, "train.epochs=1")
+    (tmp_path / "c.toml").write_text(cfg.to_toml())
+    (run / "config.toml").write_text(cfg.to_toml())
+    c = ckpt_io.load(finished)
+    c[field] = value
+    torch.save(c, run / "checkpoint.pt")
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "checkpoint: ", root=run)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def test_out_dir_under_a_regular_file(npz, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "file" / "run").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "cannot create the run folder", root=tmp_path)
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(npz, finished, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import memgate.atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(memgate.atomic.os, "fsync", full)
+    (tmp_path / "fresh.toml").write_text(tiny(npz, tmp_path / "fresh").to_toml())
+    err = fails_cleanly(capsys, ["train", "-c", tmp_path / "fresh.toml"], "No space left on device")
+    assert "free disk space" in err
+    run = tmp_path / "run"  # an unfinished run: resuming must rewrite its files, and cannot
+    run.mkdir()
+    for name in ("checkpoint.pt", "metrics.jsonl"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (run / "config.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "No space left on device", root=run)
+    for folder in (run, tmp_path / "fresh"):
+        assert not [p for p in folder.iterdir() if ".tmp-" in p.name or p.name == ".lock"]
+
+
+def test_run_files_without_config_toml_are_another_run(npz, finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt", "gates.npz"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (tmp_path / "c.toml").write_text(tiny(npz, run).to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "another config", root=run)
+    assert main(["train", "-c", str(tmp_path / "c.toml"), "--force"]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_force_over_a_run_whose_tb_has_subfolders(npz, tmp_path):
+    run = tmp_path / "run"
+    training.train(tiny(npz, run, "train.epochs=1"))
+    (run / "tb" / "sub").mkdir()
+    (run / "tb" / "sub" / "events").write_text("x")
+    s = training.train(tiny(npz, run, "train.epochs=1", "train.lr=0.05"), force=True)
+    assert s["epochs"] == 1 and not (run / "tb" / "sub").exists()
+
+
+def test_force_keeps_the_old_run_when_the_new_one_cannot_start(npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    training.train(tiny(npz, run, "train.epochs=1"))
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1", f"data.path={tmp_path / 'nope.npz'}").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml", "--force"], "does not exist", root=run)
+
+
+def test_live_lock_refuses_and_stale_lock_is_taken_over(npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(str(holder.pid))
+        fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], f"in use by memgate process {holder.pid}", root=run)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "-c", str(tmp_path / "c.toml")]) == 0  # the holder is dead: its lock is stale
+    assert not (run / ".lock").exists()
+
+
+def test_corrupt_summary_grid_and_gates_files(npz, finished, tmp_path, capsys):
+    grid = tmp_path / "grid"
+    (grid / "v" / "seed0").mkdir(parents=True)
+    (grid / "v" / "seed0" / "summary.json").write_text("{not json")
+    fails_cleanly(capsys, ["report", grid], "summary.json is damaged", root=grid)
+    (grid / "grid.json").write_text('{"variants": 5}')
+    fails_cleanly(capsys, ["report", grid], "grid.json is damaged", root=grid)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt", "summary.json"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (run / "config.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    (run / "gates.npz").write_bytes(b"PK\x03\x04 not a zip")
+    fails_cleanly(capsys, ["analyze", run], "gates.npz is damaged", root=run)
+    # train on a run whose summary.json is damaged: rebuilt from the checkpoint, nothing retrained.
+    (run / "summary.json").write_text("{")
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    assert main(["train", "-c", str(tmp_path / "c.toml")]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+    assert ckpt_io.load(run)["epoch"] == 1
+
+
+def test_non_finite_evaluation_is_not_a_good_checkpoint(npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.lr=3e38", "train.batch_size=448").to_toml())
+    err = fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "non-finite")
+    assert "last good checkpoint (none yet)" in err
+    assert not (run / "checkpoint.pt").exists()
+    for line in (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []:
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+
+
+def test_eval_on_a_small_other_dataset_needs_no_validation_split(npz, finished, tmp_path, capsys):
+    x = np.zeros((20, 32, 32, 3), np.uint8)
+    y = np.arange(20) % 10
+    np.savez(tmp_path / "small.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    assert main(["eval", str(finished), "--data", str(tmp_path / "small.npz")]) == 0
