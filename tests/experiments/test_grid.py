@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "name,variants,seeds", [("table1", 11, 5), ("table2", 9, 5), ("table3", 9, 1), ("table4", 5, 1), ("quick", 3, 2)]
+    "name,variants,seeds",
+    [("table1", 11, 5), ("table2", 9, 5), ("table3", 9, 1), ("table4", 5, 1), ("quick", 3, 2), ("noise", 8, 2)],
 )
 def test_shipped_grids_expand_and_validate(name, variants, seeds):
     grid = load_grid(ROOT / "experiments" / f"{name}.toml")

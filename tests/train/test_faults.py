@@ -50,6 +50,8 @@ def _outputs(run):
     metrics = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(run)]
     with np.load(run / "gates.npz") as z:
         gates = {k: z[k] for k in z.files}
+    with np.load(run / "signals.npz") as z:
+        gates.update({f"signals/{k}": z[k] for k in z.files})
     summary = json.loads((run / "summary.json").read_text())
     return metrics, gates, {k: v for k, v in summary.items() if k not in SUMMARY_VOLATILE}
 

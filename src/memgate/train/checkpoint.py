@@ -41,6 +41,7 @@ def build(
         "metrics": s.metrics,
         "train_time": s.train_time,
         "last_eval": s.last_eval,
+        "samples": s.samples,
         "rng": rng_state(),
     }
 
@@ -68,6 +69,7 @@ def restore(
         s.g_epoch = c["g_epoch"].to(device) if c["g_epoch"] is not None else None
         s.g_hist, s.metrics, s.train_time = c["g_hist"], list(c["metrics"]), float(c["train_time"])
         s.last_eval = dict(c.get("last_eval") or {})
+        s.samples = dict(c.get("samples") or {})
         if len(s.metrics) != s.epoch or (s.epoch and s.g_hist is not None and len(s.g_hist) < s.epoch):
             raise ValueError("progress fields disagree")
         set_rng_state(c["rng"])

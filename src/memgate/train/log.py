@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -59,3 +60,63 @@ def epoch_line(row: dict, epochs: int) -> str:
         ]
     parts += [f"{row['epoch_time_s']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
     return " | ".join(parts)
+
+
+def epoch_row(
+    epoch: int,
+    lrs: tuple[float, float],
+    totals: list[float],
+    val: dict | None,
+    test: dict | None,
+    times: tuple[float, float],
+    g_epoch: Tensor | None,
+    stages: list[int],
+) -> dict[str, Any]:
+    """One line of metrics.jsonl: the epoch's sums (loss, correct, gate loss, gate correct, seen),
+    its evaluations, learning rates, (train, eval) seconds and g of each gate in ``stages`` (rows of
+    ``g_epoch``)."""
+    loss, correct, gate_loss, gate_correct, seen = totals
+    (lr, glr), (train_time, eval_time) = lrs, times
+    gated = g_epoch is not None
+    g = g_epoch[-1] if gated else None
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "gate_lr": glr if gated else None,
+        "train_loss": loss / seen,
+        "train_acc": correct / seen,
+        "gate_loss": gate_loss / seen if gated else None,
+        "gate_acc": gate_correct / seen if gated else None,
+        "val_acc": val["acc"] if val else None,
+        "test_acc": test["acc"] if test else None,
+        "test_loss": test["loss"] if test else None,
+        "g_mean": g.mean().item() if gated else None,
+        "frac_g_above_half": (g > 0.5).float().mean().item() if gated else None,
+        "test_g_mean": test["g"][stages[-1]].mean().item() if test and gated else None,
+        "epoch_time_s": train_time,
+        "eval_time_s": eval_time,
+        "images_per_s": seen / train_time if train_time else None,
+    }
+    for i, st in enumerate(stages[:-1]):
+        row[f"g_mean_b{st}"] = g_epoch[i].mean().item()
+    return row
+
+
+def run_summary(metrics: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: final and best-on-validation accuracies (test never selects), gate statistics."""
+    last = metrics[-1]
+    with_val = [m for m in metrics if m["val_acc"] is not None]
+    best = max(with_val, key=lambda m: m["val_acc"]) if with_val else None
+    return {
+        "out": extra["out"],
+        "epochs": len(metrics),
+        "final_test_acc": last["test_acc"],
+        "final_val_acc": last["val_acc"],
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_val_epoch": best["epoch"] if best else None,
+        "test_acc_at_best_val": best["test_acc"] if best else None,
+        "final_g_mean": last["g_mean"],
+        "final_frac_g_above_half": last["frac_g_above_half"],
+        "train_time_s": sum(m["epoch_time_s"] for m in metrics),
+        **{k: v for k, v in extra.items() if k != "out"},
+    }

@@ -24,14 +24,15 @@ from ..analysis.gates import plot_g_histograms
 from ..config import Config
 from ..data import find_data, load_dataset, make_split, normalization
 from ..data.loader import DeviceData, EpochPlan, epoch_plan
-from ..errors import DataError, Interrupted, RunError
+from ..errors import CheckpointError, DataError, Interrupted, RunError
 from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
 from . import rundir
 from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
 from .evaluate import autocast_for, evaluate
-from .log import epoch_line, log_tensorboard, open_tensorboard
+from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
 from .recipe import gate_lr, make_optimizers, model_lr, set_lr, train_step
+from .signals import SampleSignals, probs_epochs, signal_names
 from .state import EpochTotals, RunState
 
 PROGRESS_EVERY = 25  # batches between progress-bar refreshes (each one is a host sync)
@@ -58,6 +59,8 @@ class Trainer:
         self.autocast = autocast_for(self.device, cfg)
         self.stages = list(cfg.model.gates)
         self.state = RunState()
+        names = signal_names(self.stages)
+        self.samples = SampleSignals(names, self.data.n_train, cfg.train.epochs, probs_epochs(cfg), self.device)
         self._stop: str | None = None
 
     def _load_data(self) -> None:
@@ -83,6 +86,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.dist.main:
+            self.state.samples = self.samples.state()
             obj = ckpt_io.build(self.cfg, self.net, self.model_opt, self.gate_opt, self.state)
             ckpt_io.save(obj, self.out / rundir.CHECKPOINT)
 
@@ -91,6 +95,11 @@ class Trainer:
         c = ckpt_io.load(path, map_location="cpu")
         self.state = ckpt_io.restore(c, path, self.net, self.model_opt, self.gate_opt, self.device)
         s = self.state
+        if s.samples:
+            try:
+                self.samples.load(s.samples)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise CheckpointError(f"checkpoint: {path} has damaged per-sample signals ({e}); delete it") from None
         self.log(f"resuming {self.out} at epoch {s.epoch}" + (f", batch {s.batch}" if s.batch else ""))
         if self.dist.main and s.epoch:
             self._write_epoch_files()  # a kill between the checkpoint and these files left them behind
@@ -98,6 +107,7 @@ class Trainer:
     def _write_epoch_files(self) -> None:
         """metrics.jsonl and gates.npz, derived from the state: the checkpoint is the one truth."""
         rundir.write_metrics(self.out, self.state.metrics)
+        rundir.write_signals(self.out, {**self._split_arrays(), **self.samples.arrays(self.state.epoch)})
         if self.stages:
             self._write_gates()
 
@@ -145,6 +155,7 @@ class Trainer:
         if s.batch == 0:
             s.totals = EpochTotals.zeros(self.device)
             s.g_epoch = torch.zeros((len(self.stages), self.data.n_train), device=self.device)
+            self.samples.start_epoch(epoch, self.cfg.model.num_classes)
             s.train_time = 0.0
         self.model.train()
         return lr, glr, epoch_plan(self.data.n_train, cfg.seed, epoch, cfg.data.augment, self.device)
@@ -191,6 +202,7 @@ class Trainer:
         tot.seen += len(batch.y)
         for i, st in enumerate(self.stages):
             s.g_epoch[i, batch.pos] = r.g[st]
+        self.samples.record(batch.pos, r.logits, r.gate_logits, batch.y)
         s.iteration += 1
         s.batch = b + 1
 
@@ -244,10 +256,14 @@ class Trainer:
         t_eval = time.perf_counter()
         val, test = self._evaluate(epoch)
         self._check_finite_eval(val, test, epoch)
-        row = self._epoch_row(epoch, lr, glr, totals.tolist(), val, test, time.perf_counter() - t_eval)
+        g = s.g_epoch if self.stages else None
+        row = epoch_row(
+            epoch, (lr, glr), totals.tolist(), val, test, (s.train_time, time.perf_counter() - t_eval), g, self.stages
+        )
         if s.g_hist is None:
             s.g_hist = torch.zeros((self.cfg.train.epochs, *s.g_epoch.shape), dtype=torch.float16)
         s.g_hist[epoch] = s.g_epoch.half().cpu()
+        self.samples.end_epoch(epoch, d.sum_)
         s.metrics = s.metrics[:epoch] + [row]
         for name, res in (("val", val), ("test", test)):
             if res is not None:
@@ -276,46 +292,21 @@ class Trainer:
         val = evaluate(self.model, self.data, "val", self.autocast) if len(self.data.val_y) else None
         return val, evaluate(self.model, self.data, "test", self.autocast)
 
-    def _epoch_row(
-        self, epoch: int, lr: float, glr: float, totals: list[float], val: dict | None, test: dict | None, t: float
-    ) -> dict[str, Any]:
-        loss, correct, gate_loss, gate_correct, seen = totals
-        s, gated = self.state, bool(self.stages)
-        g = s.g_epoch[-1] if gated else None
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "gate_lr": glr if gated else None,
-            "train_loss": loss / seen,
-            "train_acc": correct / seen,
-            "gate_loss": gate_loss / seen if gated else None,
-            "gate_acc": gate_correct / seen if gated else None,
-            "val_acc": val["acc"] if val else None,
-            "test_acc": test["acc"] if test else None,
-            "test_loss": test["loss"] if test else None,
-            "g_mean": g.mean().item() if g is not None else None,
-            "frac_g_above_half": (g > 0.5).float().mean().item() if g is not None else None,
-            "test_g_mean": test["g"][self.stages[-1]].mean().item() if test and gated else None,
-            "epoch_time_s": s.train_time,
-            "eval_time_s": t,
-            "images_per_s": seen / s.train_time if s.train_time else None,
-        }
-        for i, st in enumerate(self.stages[:-1]):
-            row[f"g_mean_b{st}"] = s.g_epoch[i].mean().item()
-        return row
-
-    def _write_gates(self) -> None:
-        """gates.npz: g of every training sample at every epoch so far, and of the validation and
-        test sets at the latest evaluated epoch (the final one once the run ends)."""
-        s = self.state
-        arrays: dict[str, Any] = {
-            "stages": np.array(self.stages),
+    def _split_arrays(self) -> dict[str, np.ndarray]:
+        """What every per-sample file carries to say which sample each column is."""
+        return {
             "indices": self.split.train_idx,
             "labels": self.split.train_labels,
             "clean_labels": self.split.clean_labels,
             "noisy": self.split.noisy,
             "test_labels": self.test_labels,
         }
+
+    def _write_gates(self) -> None:
+        """gates.npz: g of every training sample at every epoch so far, and of the validation and
+        test sets at the latest evaluated epoch (the final one once the run ends)."""
+        s = self.state
+        arrays: dict[str, Any] = {"stages": np.array(self.stages), **self._split_arrays()}
         for i, st in enumerate(self.stages):
             arrays[f"g_b{st}"] = s.g_hist[: s.epoch, i].numpy()
             for name in ("test", "val"):
@@ -327,34 +318,19 @@ class Trainer:
         rundir.write_gates(self.out, arrays)
 
     def _finish(self) -> dict[str, Any]:
-        summary = self._summary()
-        if self.dist.main:
-            if self.stages:
-                plot_g_histograms(self.out / rundir.GATES, self.out / rundir.G_HIST_PNG)
-            rundir.write_summary(self.out, summary)
-        return summary
-
-    def _summary(self) -> dict[str, Any]:
-        metrics = self.state.metrics
-        last = metrics[-1]
-        with_val = [m for m in metrics if m["val_acc"] is not None]
-        best = max(with_val, key=lambda m: m["val_acc"]) if with_val else None
-        return {
+        extra = {
             "out": str(self.out),
-            "epochs": len(metrics),
-            "final_test_acc": last["test_acc"],
-            "final_val_acc": last["val_acc"],
-            "best_val_acc": best["val_acc"] if best else None,
-            "best_val_epoch": best["epoch"] if best else None,
-            "test_acc_at_best_val": best["test_acc"] if best else None,
-            "final_g_mean": last["g_mean"],
-            "final_frac_g_above_half": last["frac_g_above_half"],
-            "train_time_s": sum(m["epoch_time_s"] for m in metrics),
             "dataset": self.dataset_name,
             "n_train": self.data.n_train,
             "noisy_train": int(self.split.noisy.sum()),
             **{k: v for k, v in architecture_summary(self.net).items() if k.startswith(("params", "macs"))},
         }
+        summary = run_summary(self.state.metrics, extra)
+        if self.dist.main:
+            if self.stages:
+                plot_g_histograms(self.out / rundir.GATES, self.out / rundir.G_HIST_PNG)
+            rundir.write_summary(self.out, summary)
+        return summary
 
 
 def train(cfg: Config, force: bool = False) -> dict[str, Any]:

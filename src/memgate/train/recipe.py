@@ -76,6 +76,8 @@ class StepResult:
     gate_loss: Tensor  # sum over gates of their cross-entropy (0 for a baseline)
     gate_correct: Tensor  # correct predictions of the deepest gate's classifier
     g: dict[int, Tensor]  # per-sample g of each gated stage
+    logits: Tensor  # final classifier logits (B, C), detached: per-sample signals are computed from them
+    gate_logits: dict[int, Tensor]  # each gate classifier's logits (B, C), detached
 
 
 def _params(opt: torch.optim.Optimizer) -> list[Tensor]:
@@ -128,4 +130,6 @@ def train_step(
         gate_loss.detach(),
         gate_correct,
         {s: go.g.detach() for s, go in out.gates.items()},
+        out.logits.detach(),
+        {s: go.logits.detach() for s, go in out.gates.items()},
     )

@@ -1,7 +1,8 @@
 """The run directory's contract: its file names, its state (fresh, resume, done), and its files.
 
 A run directory holds config.toml (the resolved config), metrics.jsonl (one strict-JSON line per
-epoch), gates.npz (g of every training sample at every epoch), checkpoint.pt, tb/ (TensorBoard),
+epoch), gates.npz (g of every training sample at every epoch), signals.npz (per-sample loss,
+margin, correctness, gate loss and entropy at every epoch), checkpoint.pt, tb/ (TensorBoard),
 summary.json (written last: its presence means "finished") and g_hist.png. Every file is written
 through ``memgate.atomic``; nothing else in memgate names these files.
 """
@@ -27,12 +28,13 @@ from ..errors import ConfigError, RunError, StorageError
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 GATES = "gates.npz"
+SIGNALS = "signals.npz"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 G_HIST_PNG = "g_hist.png"
 TENSORBOARD = "tb"
 LOCK = ".lock"
-RUN_FILES = (CONFIG, METRICS, GATES, CHECKPOINT, SUMMARY, G_HIST_PNG)
+RUN_FILES = (CONFIG, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
 
 
@@ -198,16 +200,30 @@ def write_gates(run: str | Path, arrays: dict[str, np.ndarray]) -> None:
     write_atomic(Path(run) / GATES, lambda f: np.savez(f, **arrays))
 
 
+def write_signals(run: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    write_atomic(Path(run) / SIGNALS, lambda f: np.savez(f, **arrays))
+
+
 def read_gates(run: str | Path) -> dict[str, np.ndarray]:
     """Every array of a run's gates.npz (or of the .npz file given)."""
+    return read_arrays(run, GATES)
+
+
+def read_signals(run: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a run's signals.npz: per-sample training signals (see train/signals.py)."""
+    return read_arrays(run, SIGNALS)
+
+
+def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
     path = Path(run)
     if path.is_dir():
-        path = path / GATES
+        path = path / name
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise RunError(f"run: {path} not found (not a gated run, or no epoch finished yet)") from None
+        what = "not a gated run, or " if name == GATES else "a run of an older memgate, or "
+        raise RunError(f"run: {path} not found ({what}no epoch finished yet)") from None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         raise RunError(
             f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on the run again to rewrite it"

@@ -46,4 +46,5 @@ class RunState:
     g_hist: Tensor | None = None  # (epochs, gates, N) float16, CPU; rows filled as epochs end
     metrics: list[dict] = field(default_factory=list)
     train_time: float = 0.0  # seconds spent in the current epoch's training batches
+    samples: dict = field(default_factory=dict)  # SampleSignals.state(): per-sample signals, saved whole
     last_eval: dict[str, dict[int, Tensor]] = field(default_factory=dict)  # latest val/test g per stage, f16 CPU
