@@ -91,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis.gates import analyze_run
+    from .analysis.analyze import analyze_run
 
     print(analyze_run(args.run, args.out))
     return 0

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .analysis.gates import analyze_run, noisy_vs_clean
+from .analysis.analyze import analyze_run
+from .analysis.gates import noisy_vs_clean
 from .config import load_config
 from .data import find_data
 from .train.loop import train

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MemgateError, RunError
+from ..errors import MemgateError
 from ..train.evaluate import run_dataset
 from ..train.rundir import G_HIST_PNG, GATES, read_gates, read_summary
 from .figures import colormap, save, subplots
@@ -149,13 +149,8 @@ def per_class_g(gates: dict[str, np.ndarray], classes: list[str], stage: int | N
     return sorted(rows, key=lambda r: -r[1])
 
 
-def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
-    """Figures and a text summary of where a run's gate sends its training samples."""
-    run = Path(run)
-    if not (run / GATES).exists():
-        raise RunError(f"analyze: {run} has no {GATES} (not a gated run, or no epoch finished yet)")
-    out_dir = Path(out) if out else run
-    out_dir.mkdir(parents=True, exist_ok=True)
+def analyze_gates(run: Path, out_dir: Path) -> list[str]:
+    """Figures and text lines on where a run's gate sends its training samples."""
     gates = read_gates(run)
     stage = deepest_stage(gates)
     g = gates[f"g_b{stage}"].astype(np.float32)
@@ -180,7 +175,7 @@ def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
         )
     lines += _image_lines(run, gates, stage, out_dir)
     lines.append(f"  figures in {out_dir}")
-    return "\n".join(lines)
+    return lines
 
 
 def _image_lines(run: Path, gates: dict[str, np.ndarray], stage: int, out_dir: Path) -> list[str]:

@@ -1,0 +1,152 @@
+"""Does g find the noisy labels? Every per-sample score of a run against the injected-noise mask.
+
+Scores (higher = more suspicious) come from the training passes themselves (signals.npz, gates.npz):
+g (final and mean over epochs), the final classifier's loss (final, mean: the small-loss rule of
+Co-teaching / DivideMix), -AUM (Pleiss et al. 2020: minus the mean margin), forgetting events and
+the first epoch learned for good (Toneva et al. 2019), each gate classifier's entropy (what g is made
+of) and its loss on the given label (the label-aware twin of g), and cleanlab's label-quality score
+on the stored softmax when the optional ``memgate[cleanlab]`` extra is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_json, write_text
+from ..errors import RunError
+from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
+from .figures import save, subplots
+from .metrics import auroc, average_precision, precision_recall_at_k
+
+# Signals whose per-epoch AUROC is drawn, with the sign that makes "higher = more suspicious".
+PER_EPOCH = {"loss": 1.0, "margin": -1.0}
+
+
+def forgetting_events(correct: np.ndarray) -> np.ndarray:
+    """Per sample: learned -> forgotten transitions over epochs (Toneva et al.); a sample never
+    classified correctly counts as forgotten at every epoch (``epochs``), above any learned one."""
+    c = correct.astype(bool)
+    events = (c[:-1] & ~c[1:]).sum(0).astype(np.float64)
+    events[~c.any(0)] = c.shape[0]
+    return events
+
+
+def first_learned(correct: np.ndarray) -> np.ndarray:
+    """Per sample: the 1-based epoch from which it stays correct to the end; epochs + 1 if wrong at
+    the end (never learned for good)."""
+    wrong = ~correct.astype(bool)
+    last_wrong = wrong.shape[0] - 1 - np.argmax(wrong[::-1], axis=0)  # 0-based, valid where any wrong
+    return np.where(wrong.any(0), last_wrong + 2, 1).astype(np.float64)
+
+
+def _cleanlab_score(labels: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+    try:
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        return None
+    p = probs.astype(np.float64)
+    p /= p.sum(1, keepdims=True)
+    return -get_label_quality_scores(labels, p)
+
+
+def scores(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Every detection score of a run, one value per training sample (higher = more suspicious)."""
+    f32 = {k: v.astype(np.float32) for k, v in signals.items() if v.ndim == 2 and k != "probs_final"}
+    out: dict[str, np.ndarray] = {}
+    if gates is not None:
+        for s in gates["stages"]:
+            g = gates[f"g_b{s}"].astype(np.float32)
+            out[f"g_final_b{s}"], out[f"g_mean_b{s}"] = g[-1], g.mean(0)
+    out["loss_final"], out["loss_mean"] = f32["loss"][-1], f32["loss"].mean(0)
+    out["neg_aum"] = -f32["margin"].mean(0)
+    out["forgetting"] = forgetting_events(f32["correct"])
+    out["first_learned"] = first_learned(f32["correct"])
+    for k in sorted(f32):
+        if k.startswith(("gate_entropy_b", "gate_loss_b")):
+            out[f"{k}_final"], out[f"{k}_mean"] = f32[k][-1], f32[k].mean(0)
+    if "probs_final" in signals:
+        lab = _cleanlab_score(signals["labels"], signals["probs_final"])
+        if lab is not None:
+            out["cleanlab"] = lab
+    return out
+
+
+def detection_table(score_map: dict[str, np.ndarray], noisy: np.ndarray) -> dict[str, dict[str, float]]:
+    k = int(noisy.sum())
+    table = {}
+    for name, s in score_map.items():
+        p, r = precision_recall_at_k(s, noisy, k)
+        table[name] = {
+            "auroc": auroc(s, noisy),
+            "ap": average_precision(s, noisy),
+            "precision_at_k": p,
+            "recall_at_k": r,
+        }
+    return table
+
+
+def per_epoch_auroc(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) -> dict[str, list[float]]:
+    """AUROC of each per-epoch signal at every epoch: does detection decay as the net memorises?"""
+    noisy = signals["noisy"].astype(bool)
+    series = {k: sign * signals[k].astype(np.float32) for k, sign in PER_EPOCH.items()}
+    series.update(
+        {k: signals[k].astype(np.float32) for k in signals if k.startswith(("gate_loss_b", "gate_entropy_b"))}
+    )
+    if gates is not None:
+        series.update({f"g_b{s}": gates[f"g_b{s}"].astype(np.float32) for s in gates["stages"]})
+    return {k: [auroc(row, noisy) for row in v] for k, v in series.items()}
+
+
+def analyze_detection(run: str | Path, out_dir: str | Path | None = None) -> list[str]:
+    """detection.md / detection.json / detection_auroc.png for a run with injected label noise.
+    Returns the lines to print (one saying why, when the run has no injected noise)."""
+    run = Path(run)
+    if not (run / SIGNALS).exists():
+        raise RunError(f"analyze: {run} has no {SIGNALS} (trained by an older memgate, or no epoch finished)")
+    signals = read_signals(run)
+    noisy = signals["noisy"].astype(bool)
+    if not noisy.any():
+        return ["  detection: skipped, the run has no injected label noise (set data.label_noise to measure it)"]
+    gates = read_gates(run) if (run / GATES).exists() else None
+    out_dir = Path(out_dir) if out_dir else run
+    table = detection_table(scores(signals, gates), noisy)
+    curves = per_epoch_auroc(signals, gates)
+    result = {"n": int(len(noisy)), "n_noisy": int(noisy.sum()), "scores": table, "auroc_per_epoch": curves}
+    write_json(out_dir / "detection.json", result)
+    write_text(out_dir / "detection.md", _markdown(run, result))
+    _plot_curves(curves, out_dir / "detection_auroc.png", int(noisy.sum()), len(noisy))
+    best = max(table, key=lambda k: table[k]["auroc"])
+    lines = [f"  detection of the {int(noisy.sum()):,d} noisy labels (AUROC; precision at k = {int(noisy.sum()):,d}):"]
+    lines += [f"    {k:<24s} {v['auroc']:.3f}   {v['precision_at_k']:.3f}" for k, v in table.items()]
+    lines.append(f"    best: {best}; detection.md, detection.json, detection_auroc.png in {out_dir}")
+    return lines
+
+
+def _markdown(run: Path, result: dict[str, Any]) -> str:
+    lines = [
+        f"# Noisy-label detection: {run}",
+        "",
+        f"{result['n_noisy']:,d} of {result['n']:,d} training labels were corrupted. Each score ranks the "
+        "training samples (higher = more suspicious); k = the number of noisy labels.",
+        "",
+        "| score | AUROC | average precision | precision@k | recall@k |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in sorted(result["scores"].items(), key=lambda kv: -kv[1]["auroc"]):
+        lines.append(f"| {k} | {v['auroc']:.4f} | {v['ap']:.4f} | {v['precision_at_k']:.4f} | {v['recall_at_k']:.4f} |")
+    lines += ["", "![AUROC per epoch](detection_auroc.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot_curves(curves: dict[str, list[float]], png: Path, n_noisy: int, n: int) -> None:
+    fig, ax = subplots(figsize=(7, 4.5))
+    for k, v in curves.items():
+        ax.plot(np.arange(1, len(v) + 1), v, label=k.replace("margin", "-margin (AUM per epoch)"))
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="epoch", ylabel="AUROC for the noisy labels", ylim=(0, 1))
+    ax.set_title(f"noisy-label detection per epoch ({n_noisy:,d} of {n:,d} labels corrupted)", fontsize=10)
+    ax.legend(fontsize=8)
+    save(fig, png)
