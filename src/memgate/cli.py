@@ -93,7 +93,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analyze import analyze_run
 
-    print(analyze_run(args.run, args.out))
+    print(analyze_run(args.run, args.out, external=args.scores, suspects=args.suspects, by=args.by))
+    return 0
+
+
+def cmd_ood(args: argparse.Namespace) -> int:
+    from .analysis.ood import run_ood
+
+    print(run_ood(args.run, args.ood, out=args.out, device=args.device))
     return 0
 
 
@@ -188,7 +195,23 @@ def _add_analysis_commands(sub) -> None:
     sp = sub.add_parser("analyze", help="where the gate sends training samples: Figure 2, noisy vs clean, top-g images")
     sp.add_argument("run", help="run directory")
     sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
+    sp.add_argument("--scores", default=None, metavar="FILE.npz", help="external per-sample scores to compare")
+    sp.add_argument(
+        "--suspects", type=int, default=0, metavar="N", help="write suspects.csv/.png: the N most suspicious"
+    )
+    sp.add_argument(
+        "--by", default=None, metavar="SCORE", help="score ranking the suspects (default: final g, or -AUM)"
+    )
     sp.set_defaults(func=cmd_analyze)
+
+    sp = sub.add_parser("ood", help="out-of-distribution detection: g against max-softmax and energy")
+    sp.add_argument("run", help="run directory or checkpoint.pt")
+    sp.add_argument(
+        "--ood", action="append", required=True, metavar="SOURCE", help="dataset path, or gaussian / uniform"
+    )
+    sp.add_argument("-o", "--out", default=None, help="folder for ood.md / ood.json (default: the run)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.set_defaults(func=cmd_ood)
 
     sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 4 minutes on a 2-core CPU)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")

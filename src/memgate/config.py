@@ -62,6 +62,7 @@ class DataConfig:
     noise_seed: int = 0  # the noisy set is fixed across runs, like the split
     normalize: Literal["released", "dataset"] = "released"  # released code uses CIFAR-10's constants
     augment: bool = True  # 4-pixel zero pad + random crop + horizontal flip
+    exclude: str = ""  # .npy/.csv/.txt of dataset training indices to drop from the training split
 
 
 @dataclass(frozen=True)

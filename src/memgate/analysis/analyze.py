@@ -10,19 +10,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RunError
-from ..train.rundir import CHECKPOINT, GATES, SIGNALS
-from .detection import analyze_detection
+from ..train.rundir import CHECKPOINT, GATES, SIGNALS, read_gates, read_signals
+from .detection import analyze_detection, scores
+from .external import compare_external
 from .gates import analyze_gates
+from .suspects import write_suspects
 
 
-def analyze_run(run: str | Path, out: str | Path | None = None) -> str:
-    """Figures and a text summary of a run; returns the text."""
+def analyze_run(
+    run: str | Path,
+    out: str | Path | None = None,
+    external: str | Path | None = None,
+    suspects: int = 0,
+    by: str | None = None,
+) -> str:
+    """Figures and a text summary of a run; returns the text. ``external``: an .npz of per-sample
+    scores to compare; ``suspects``: export that many most suspicious samples, ranked ``by`` a score."""
     run = Path(run)
     if not any((run / f).exists() for f in (GATES, SIGNALS, CHECKPOINT)):
         raise RunError(f"analyze: {run} is not a run folder (no {GATES}, {SIGNALS} or {CHECKPOINT}); pass a run's out")
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = analyze_gates(run, out_dir) if (run / GATES).exists() else [f"{run}: no gate (baseline run)"]
-    if (run / SIGNALS).exists():
-        lines += analyze_detection(run, out_dir)
+    if not (run / SIGNALS).exists():
+        if external or suspects:
+            raise RunError(
+                f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
+            )
+        return "\n".join(lines)
+    lines += analyze_detection(run, out_dir)
+    if external or suspects:
+        signals = read_signals(run)
+        score_map = scores(signals, read_gates(run) if (run / GATES).exists() else None)
+        if external:
+            lines += compare_external(external, signals, score_map, out_dir)
+        if suspects:
+            lines += write_suspects(run, out_dir, signals, score_map, suspects, by)
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,4 +53,61 @@ def make_split(ds: Dataset, dcfg: DataConfig) -> Split:
         train_idx = stratified_subset(train_idx, ds.y_train, dcfg.train_subset, dcfg.split_seed)
     clean = ds.y_train[train_idx]
     noisy_labels, mask = apply_label_noise(clean, ds.num_classes, dcfg.label_noise, dcfg.noise_type, dcfg.noise_seed)
-    return Split(train_idx, val_idx, noisy_labels, clean, mask)
+    split = Split(train_idx, val_idx, noisy_labels, clean, mask)
+    # Noise is drawn before exclusion, so a retrain without some samples keeps the others' labels.
+    return exclude(split, read_indices(dcfg.exclude), dcfg.exclude) if dcfg.exclude else split
+
+
+def read_indices(path: str | Path) -> np.ndarray:
+    """Dataset training indices from .npy (integer array), .csv (an ``index`` column, else the first
+    column) or a text file (one per line)."""
+    p = Path(path).expanduser()
+    try:
+        if p.suffix == ".npy":
+            raw = np.load(p, allow_pickle=False)
+        else:
+            raw = _csv_column(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"data: cannot read data.exclude={path} ({e.__class__.__name__}); give a .npy, .csv or .txt of indices"
+        ) from None
+    raw = np.asarray(raw).reshape(-1)
+    if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+        raw = raw.astype(np.int64)
+    if raw.dtype.kind not in "iu":
+        raise DataError(f"data: data.exclude={path} holds {raw.dtype} values; it must list integer dataset indices")
+    return raw.astype(np.int64)
+
+
+def _csv_column(text: str) -> list[float]:
+    rows = [r.split(",") for r in text.splitlines() if r.strip()]
+    col = 0
+    if rows and not _is_number(rows[0][0]):  # a header
+        names = [c.strip() for c in rows[0]]
+        col = names.index("index") if "index" in names else 0
+        rows = rows[1:]
+    return [float(r[col]) for r in rows]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def exclude(split: Split, drop: np.ndarray, source: str) -> Split:
+    """``split`` without the training samples whose dataset index is in ``drop``; every index must
+    be one of the split's training samples (anything else is a mistake worth stopping for)."""
+    unknown = np.setdiff1d(drop, split.train_idx)
+    if len(unknown):
+        where = "the validation split" if np.isin(unknown[0], split.val_idx) else "no training sample of this run"
+        raise DataError(
+            f"data: data.exclude={source} lists index {int(unknown[0])}, which is {where} "
+            f"({len(unknown)} such); list indices of this run's training split (suspects.csv gives them)"
+        )
+    keep = ~np.isin(split.train_idx, drop)
+    return Split(
+        split.train_idx[keep], split.val_idx, split.train_labels[keep], split.clean_labels[keep], split.noisy[keep]
+    )

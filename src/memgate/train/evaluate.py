@@ -7,12 +7,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import Config
 from ..data import Dataset, find_data, load_dataset, make_split, normalization
-from ..data.loader import DeviceData
+from ..data.loader import DeviceData, normalize
 from ..errors import DataError
 from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
@@ -137,3 +138,29 @@ def run_dataset(run: str | Path) -> Dataset:
     path = Path(run)
     cfg = ckpt_io.checkpoint_config(ckpt_io.load(path), path)
     return load_dataset(find_data(cfg.data, download=False))
+
+
+@dataclass
+class Outputs:
+    """Every output of a network over a set of images, on the CPU, float32."""
+
+    logits: Tensor  # (N, C)
+    gate_logits: dict[int, Tensor]  # stage -> (N, C)
+    g: dict[int, Tensor]  # stage -> (N,)
+
+
+@torch.no_grad()
+def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft") -> Outputs:
+    """The run's model on uint8 NHWC ``images``, normalised as the run was trained."""
+    net, dev = r.net.eval(), r.device
+    logits, gate_logits, gs = [], {}, {}
+    with autocast_for(dev, r.cfg):
+        for a in range(0, len(images), EVAL_BATCH):
+            x = torch.from_numpy(np.ascontiguousarray(images[a : a + EVAL_BATCH])).to(dev)
+            out = net(normalize(x, r.data.mean, r.data.std), g_mode=g_mode)
+            logits.append(out.logits.float().cpu())
+            for s, go in out.gates.items():
+                gate_logits.setdefault(s, []).append(go.logits.float().cpu())
+                gs.setdefault(s, []).append(go.g.float().cpu())
+    cat = torch.cat
+    return Outputs(cat(logits), {s: cat(v) for s, v in gate_logits.items()}, {s: cat(v) for s, v in gs.items()})

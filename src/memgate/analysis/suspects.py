@@ -1,0 +1,93 @@
+"""Use the detector: export the N most suspicious training samples, as a table and as images.
+
+suspects.csv lists dataset indices first, so it can be handed straight to ``data.exclude`` for a
+retrain without them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text
+from ..errors import ConfigError, MemgateError
+from ..train.evaluate import run_dataset
+from .figures import save, subplots
+
+
+def default_score(score_map: dict[str, np.ndarray]) -> str:
+    """g of the deepest gate at the last epoch for a gated run (the paper's claim), else -AUM."""
+    gs = sorted(k for k in score_map if k.startswith("g_final_b"))
+    return gs[-1] if gs else "neg_aum"
+
+
+def write_suspects(
+    run: Path,
+    out_dir: Path,
+    signals: dict[str, np.ndarray],
+    score_map: dict[str, np.ndarray],
+    count: int,
+    by: str | None,
+) -> list[str]:
+    by = by or default_score(score_map)
+    if by not in score_map:
+        raise ConfigError(f"analyze: --by {by} is not a score of this run (choose from {', '.join(sorted(score_map))})")
+    if count < 1:
+        raise ConfigError(f"analyze: --suspects {count} must be at least 1")
+    order = np.argsort(-score_map[by], kind="stable")[:count]
+    noisy_known = bool(signals["noisy"].any())
+    rows = _rows(signals, score_map, by, order, noisy_known)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out_dir / "suspects.csv", buf.getvalue())
+    lines = [f"  suspects: the {len(order):,d} highest by {by} in {out_dir / 'suspects.csv'}"]
+    if noisy_known:
+        lines[0] += f" ({sum(r['noisy'] for r in rows):,d} of them have an injected wrong label)"
+    try:
+        ds = run_dataset(run)
+        _plot(ds.x_train, list(ds.classes), rows, by, out_dir / "suspects.png")
+        lines.append(f"  suspects.png: the first {min(64, len(rows))} of them")
+    except MemgateError as e:
+        lines.append(f"  (no suspects.png: {e})")
+    return lines
+
+
+def _rows(signals, score_map, by, order, noisy_known) -> list[dict]:
+    probs = signals.get("probs_final")
+    gkey = sorted(k for k in score_map if k.startswith("g_final_b"))
+    rows = []
+    for pos in order:
+        row = {
+            "index": int(signals["indices"][pos]),
+            "label": int(signals["labels"][pos]),
+            "predicted": int(probs[pos].argmax()) if probs is not None else "",
+            by: float(score_map[by][pos]),
+            "g": float(score_map[gkey[-1]][pos]) if gkey else "",
+            "loss": float(signals["loss"][-1, pos]),
+            "aum": float(signals["margin"][:, pos].astype(np.float32).mean()),
+        }
+        if noisy_known:
+            row["noisy"] = int(signals["noisy"][pos])
+            row["clean_label"] = int(signals["clean_labels"][pos])
+        rows.append(row)
+    return rows
+
+
+def _plot(images: np.ndarray, classes: list[str], rows: list[dict], by: str, png: Path) -> None:
+    shown = rows[:64]
+    cols = 8
+    n_rows = int(np.ceil(len(shown) / cols))
+    fig, axes = subplots(n_rows, cols, figsize=(cols * 1.5, n_rows * 1.8))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, r in zip(np.atleast_1d(axes).ravel(), shown):
+        ax.imshow(images[r["index"]])
+        pred = classes[r["predicted"]] if r["predicted"] != "" else "?"
+        noisy = bool(r.get("noisy"))
+        ax.set_title(f"#{r['index']} {classes[r['label']]}\npred {pred}", fontsize=6, color="red" if noisy else "black")
+    save(fig, png, f"most suspicious training samples by {by} (given label, prediction; red: injected wrong label)", 9)

@@ -1,0 +1,102 @@
+"""Suspects export, external scores and the retrain without the suspects (data.exclude)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from runfactory import tiny
+
+import memgate.train.loop as training
+from memgate.analysis.detection import scores
+from memgate.cli import main
+from memgate.data import load_dataset, make_split
+from memgate.train.rundir import read_gates, read_signals
+
+
+@pytest.fixture(scope="module")
+def noisy_run(npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("suspects") / "run"
+    training.train(tiny(npz, out, "train.epochs=2", "data.label_noise=0.25"))
+    return out
+
+
+def test_suspects_csv_and_png(noisy_run, capsys):
+    assert main(["analyze", str(noisy_run), "--suspects", "10", "--by", "loss_mean"]) == 0
+    rows = list(csv.DictReader((noisy_run / "suspects.csv").open()))
+    assert len(rows) == 10 and list(rows[0])[:3] == ["index", "label", "predicted"]
+    sig = read_signals(noisy_run)
+    top = np.argsort(-sig["loss"].astype(np.float32).mean(0), kind="stable")[:10]
+    assert [int(r["index"]) for r in rows] == sig["indices"][top].tolist()
+    assert all(r["noisy"] in ("0", "1") for r in rows)
+    assert (noisy_run / "suspects.png").stat().st_size > 5000
+    capsys.readouterr()
+    assert main(["analyze", str(noisy_run), "--suspects", "5", "--by", "nonsense"]) == 2
+    assert "is not a score of this run" in capsys.readouterr().err
+
+
+def test_external_scores_spearman(noisy_run, tmp_path, capsys):
+    sig = read_signals(noisy_run)
+    mine = scores(sig, read_gates(noisy_run))["loss_mean"]
+    # indexed by dataset training index: a monotone transform of loss_mean, and a permutation of it
+    full = np.full(int(sig["indices"].max()) + 1, -1.0)
+    full[sig["indices"]] = np.exp(mine)
+    np.savez(tmp_path / "mono.npz", scores=full)
+    perm = np.random.default_rng(0).permutation(len(mine))
+    np.savez(tmp_path / "perm.npz", indices=sig["indices"], scores=mine[perm])
+    assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "mono.npz")]) == 0
+    res = json.loads((noisy_run / "external_scores.json").read_text())
+    assert res["spearman"]["loss_mean"] == pytest.approx(1.0)
+    assert "auroc_noisy" in res and res["n"] == len(mine)
+    assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "perm.npz")]) == 0
+    res = json.loads((noisy_run / "external_scores.json").read_text())
+    assert abs(res["spearman"]["loss_mean"]) < 0.2
+    np.savez(tmp_path / "bad.npz", indices=np.array([1.5, 2.5]), scores=np.array([0.1, 0.2]))
+    capsys.readouterr()
+    assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "bad.npz")]) == 2
+    assert "'indices' must be integers" in capsys.readouterr().err
+
+
+def test_exclude_drops_exactly_those_indices_and_keeps_the_other_labels(noisy_run, npz, tmp_path, capsys):
+    main(["analyze", str(noisy_run), "--suspects", "10"])
+    base = tiny(npz, tmp_path / "r", "data.label_noise=0.25")
+    ds = load_dataset(npz)
+    full = make_split(ds, base.data)
+    cut = make_split(
+        ds, tiny(npz, tmp_path / "r", "data.label_noise=0.25", f"data.exclude={noisy_run / 'suspects.csv'}").data
+    )
+    dropped = [int(r["index"]) for r in csv.DictReader((noisy_run / "suspects.csv").open())]
+    assert sorted(set(full.train_idx) - set(cut.train_idx)) == sorted(dropped)
+    keep = ~np.isin(full.train_idx, dropped)
+    assert np.array_equal(cut.train_labels, full.train_labels[keep]) and np.array_equal(cut.noisy, full.noisy[keep])
+    summary = training.train(
+        tiny(npz, tmp_path / "retrain", "train.epochs=1", f"data.exclude={noisy_run / 'suspects.csv'}")
+    )
+    assert summary["n_train"] == 448 - 10
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("index\n999999\n", "lists index 999999, which is no training sample"),
+        ("1.5\n", "holds float64"),
+        ("x,y\nq,1\n", "cannot read"),
+    ],
+)
+def test_bad_exclude_files(npz, tmp_path, capsys, content, needle):
+    (tmp_path / "ex.csv").write_text(content)
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / 'ex.csv'}").to_toml())
+    capsys.readouterr()
+    assert main(["train", "-c", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_exclude_of_a_validation_index_names_the_validation_split(npz, tmp_path, capsys):
+    ds = load_dataset(npz)
+    val = make_split(ds, tiny(npz, tmp_path).data).val_idx
+    np.save(tmp_path / "ex.npy", val[:2])
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / 'ex.npy'}").to_toml())
+    capsys.readouterr()
+    assert main(["train", "-c", str(tmp_path / "c.toml")]) == 2
+    assert "which is the validation split" in capsys.readouterr().err
