@@ -82,6 +82,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .pretrained import import_checkpoint
+
+    cfg = import_checkpoint(args.checkpoint, args.out, args.overrides)
+    m = cfg.model
+    print(f"imported ResNet-{m.depth} (option A, {m.num_classes} classes, normalize {cfg.data.normalize}) -> {cfg.out}")
+    print(
+        f"  next: memgate eval {cfg.out}; gate it: memgate train -c configs/pretrained_gate.toml train.init={cfg.out}"
+    )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .train.evaluate import evaluate_run
 
@@ -177,6 +189,12 @@ def _add_run_commands(sub) -> None:
     sp.add_argument("--force", action="store_true", help="discard a run of another config in `out`")
     sp.set_defaults(func=cmd_train)
 
+    sp = sub.add_parser("import", help="an external checkpoint (akamaster CIFAR ResNets) as a memgate run")
+    sp.add_argument("checkpoint", help="e.g. resnet56-4bfd9763.th")
+    sp.add_argument("-o", "--out", required=True, help="run folder to create")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* settings, e.g. data.path=...")
+    sp.set_defaults(func=cmd_import)
+
     sp = sub.add_parser("eval", help="test accuracy and gate statistics of a run or checkpoint")
     sp.add_argument("run", help="run directory or checkpoint.pt")
     sp.add_argument("--data", help="dataset path (default: the run's own)")
@@ -238,7 +256,13 @@ def _add_experiment_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (memgate import FILE -o RUN data.path=...).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except MemgateError as e:

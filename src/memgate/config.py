@@ -60,7 +60,9 @@ class DataConfig:
     label_noise: float = 0.0  # fraction of training labels corrupted
     noise_type: Literal["symmetric", "asymmetric"] = "symmetric"
     noise_seed: int = 0  # the noisy set is fixed across runs, like the split
-    normalize: Literal["released", "dataset"] = "released"  # released code uses CIFAR-10's constants
+    # released code uses CIFAR-10's constants for both datasets; imagenet: the public pretrained
+    # CIFAR ResNets' (akamaster) ImageNet mean/std, chosen by `memgate import`
+    normalize: Literal["released", "dataset", "imagenet"] = "released"
     augment: bool = True  # 4-pixel zero pad + random crop + horizontal flip
     exclude: str = ""  # .npy/.csv/.txt of dataset training indices to drop from the training split
 
@@ -82,6 +84,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     eval_every: int = 1  # evaluate val/test every N epochs (and always after the last one)
     checkpoint_every_s: float = 600.0  # extra mid-epoch checkpoints for long epochs; 0 = epoch ends
+    # none: train everything; backbone: train the gate heads only (backbone weights fixed, BN
+    # statistics still updated); backbone_bn: also keep the backbone's BN statistics fixed
+    freeze: Literal["none", "backbone", "backbone_bn"] = "none"
 
 
 @dataclass(frozen=True)
@@ -330,6 +335,8 @@ def validate(cfg: Config) -> None:
             "config: train.init names a baseline to copy, which only makes sense for a gated model "
             "(model.gates is empty); use train.init=scratch"
         )
+    if t.freeze != "none" and not m.gates:
+        raise ConfigError(f"config: train.freeze={t.freeze} leaves nothing to train without a gate; add model.gates")
     if t.gate_iters > 1 and not m.gates:
         raise ConfigError("config: train.gate_iters > 1 needs a gate (model.gates is empty)")
     if not cfg.out:

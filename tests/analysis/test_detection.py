@@ -1,5 +1,6 @@
 """Detection scores from training dynamics, and `memgate analyze` on runs with and without noise."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -34,6 +35,7 @@ def test_analyze_reports_detection_for_noisy_runs_and_skips_clean_ones(npz, tmp_
     for key in ("g_final_b3", "g_mean_b3", "loss_final", "loss_mean", "neg_aum", "forgetting", "first_learned"):
         assert 0 <= res["scores"][key]["auroc"] <= 1, key
     assert "gate_loss_b3_final" in res["scores"] and "gate_entropy_b3_final" in res["scores"]
+    assert ("cleanlab" in res["scores"]) == (importlib.util.find_spec("cleanlab") is not None)  # optional extra
     assert len(res["auroc_per_epoch"]["g_b3"]) == 3
     # The toy classes are learned in an epoch, so the wrongly labelled samples keep a high loss.
     assert res["scores"]["loss_mean"]["auroc"] > 0.6

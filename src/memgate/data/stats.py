@@ -12,6 +12,8 @@ from .dataset import Dataset
 RELEASED_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
+# The public pretrained CIFAR ResNets (akamaster/pytorch_resnet_cifar10) normalise with ImageNet's.
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DATASET_NORM = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -51,6 +53,8 @@ def dataset_info(ds: Dataset) -> dict:
 def normalization(dcfg: DataConfig, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if dcfg.normalize == "released":
         return RELEASED_NORM
+    if dcfg.normalize == "imagenet":
+        return IMAGENET_NORM
     if name not in DATASET_NORM:
         raise DataError(f"data: no published statistics for {name}; use data.normalize=released")
     return DATASET_NORM[name]

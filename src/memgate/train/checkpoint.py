@@ -21,7 +21,7 @@ from .state import EpochTotals, RunState
 def build(
     cfg: Config,
     net: CifarResNet,
-    model_opt: torch.optim.Optimizer,
+    model_opt: torch.optim.Optimizer | None,
     gate_opt: torch.optim.Optimizer | None,
     state: RunState,
 ) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def build(
     return {
         "config": cfg.to_dict(),
         "model": net.state_dict(),
-        "model_opt": model_opt.state_dict(),
+        "model_opt": model_opt.state_dict() if model_opt else None,
         "gate_opt": gate_opt.state_dict() if gate_opt else None,
         "epoch": s.epoch,
         "batch": s.batch,
@@ -50,7 +50,7 @@ def restore(
     ckpt: dict[str, Any],
     path: Path,
     net: CifarResNet,
-    model_opt: torch.optim.Optimizer,
+    model_opt: torch.optim.Optimizer | None,
     gate_opt: torch.optim.Optimizer | None,
     device: torch.device,
 ) -> RunState:
@@ -58,9 +58,15 @@ def restore(
 
     A file whose fields have the wrong types or shapes (damaged, or crafted to pass ``weights_only``)
     is a one-line ``CheckpointError``, never a traceback."""
+    if ckpt.get("imported_from"):
+        raise CheckpointError(
+            f"checkpoint: {path} holds an imported network, not a training run; train a new run with "
+            f"train.init={Path(path).parent} (it copies the weights), in another out="
+        )
     load_model_state(net, ckpt, path)
     try:
-        model_opt.load_state_dict(ckpt["model_opt"])
+        if model_opt is not None:
+            model_opt.load_state_dict(ckpt["model_opt"])
         if gate_opt is not None:
             gate_opt.load_state_dict(ckpt["gate_opt"])
         c = ckpt

@@ -31,7 +31,7 @@ from . import rundir
 from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
 from .evaluate import autocast_for, evaluate
 from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
-from .recipe import gate_lr, make_optimizers, model_lr, set_lr, train_step
+from .recipe import freeze_bn, gate_lr, make_optimizers, model_lr, set_lr, train_step
 from .signals import SampleSignals, probs_epochs, signal_names
 from .state import EpochTotals, RunState
 
@@ -158,6 +158,8 @@ class Trainer:
             self.samples.start_epoch(epoch, self.cfg.model.num_classes)
             s.train_time = 0.0
         self.model.train()
+        if cfg.train.freeze == "backbone_bn":
+            freeze_bn(self.net)
         return lr, glr, epoch_plan(self.data.n_train, cfg.seed, epoch, cfg.data.augment, self.device)
 
     def _run_batches(self, plan: EpochPlan, epoch: int) -> None:

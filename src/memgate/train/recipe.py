@@ -41,6 +41,14 @@ def gate_lr(cfg: Config, epoch: int) -> float:
     return go.lr
 
 
+def freeze_bn(model: nn.Module) -> None:
+    """Keep the backbone's BN statistics fixed (``train.freeze=backbone_bn``): eval mode for every
+    BatchNorm outside the gate heads, after ``model.train()``."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and ".gates." not in f".{name}":
+            m.eval()
+
+
 def set_lr(opt: torch.optim.Optimizer | None, lr: float) -> None:
     if opt is not None:
         for group in opt.param_groups:
@@ -50,13 +58,19 @@ def set_lr(opt: torch.optim.Optimizer | None, lr: float) -> None:
 # ----------------------------------------------------------------------------- optimizers
 
 
-def make_optimizers(model: nn.Module, cfg: Config) -> tuple[torch.optim.SGD, torch.optim.SGD | None]:
-    """(model optimizer over the backbone, gate optimizer over the gate heads or None)."""
+def make_optimizers(model: nn.Module, cfg: Config) -> tuple[torch.optim.SGD | None, torch.optim.SGD | None]:
+    """(model optimizer over the backbone or None when ``train.freeze`` fixes it, gate optimizer over
+    the gate heads or None for a baseline)."""
     backbone, gate = param_groups(model)
     t, go = cfg.train, cfg.gate_optim
-    model_opt = torch.optim.SGD(
-        backbone, lr=model_lr(cfg, 0), momentum=t.momentum, weight_decay=t.weight_decay, foreach=True
-    )
+    model_opt = None
+    if t.freeze == "none":
+        model_opt = torch.optim.SGD(
+            backbone, lr=model_lr(cfg, 0), momentum=t.momentum, weight_decay=t.weight_decay, foreach=True
+        )
+    else:
+        for p in backbone:
+            p.requires_grad_(False)
     if not gate:
         return model_opt, None
     return model_opt, torch.optim.SGD(
@@ -88,14 +102,16 @@ def train_step(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    model_opt: torch.optim.Optimizer,
+    model_opt: torch.optim.Optimizer | None,
     gate_opt: torch.optim.Optimizer | None,
     step_model: bool = True,
     autocast: AbstractContextManager | None = None,
     sync_grads: Callable[[list[Tensor]], None] | None = None,
 ) -> StepResult:
     """One batch of SPEC.md's two-loss training. ``step_model=False`` on batches the model skips
-    (k > 1). ``sync_grads`` averages gradients over data-parallel ranks."""
+    (k > 1) and when the backbone is frozen (``model_opt`` None). ``sync_grads`` averages gradients
+    over data-parallel ranks."""
+    step_model = step_model and model_opt is not None
     with autocast or nullcontext():
         out = model(x)
     loss = F.cross_entropy(out.logits.float(), y)
