@@ -116,6 +116,25 @@ def cmd_ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str, what: str, cast=float) -> tuple:
+    try:
+        return tuple(cast(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> int:
+    from .analysis.tradeoff import DEFAULT_TAUS, tradeoff
+
+    taus = _floats(args.thresholds, "tradeoff: --thresholds") if args.thresholds else DEFAULT_TAUS
+    sizes = _floats(args.batch_sizes, "tradeoff: --batch-sizes", int)
+    if any(b < 1 for b in sizes) or any(not 0 <= t <= 2 for t in taus):
+        raise ConfigError("tradeoff: batch sizes must be >= 1 and thresholds within [0, 2]")
+    text = tradeoff(args.run, args.baseline, taus, sizes, args.max_drop, args.repeats, args.out, args.device)
+    print(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -230,6 +249,17 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("-o", "--out", default=None, help="folder for ood.md / ood.json (default: the run)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.set_defaults(func=cmd_ood)
+
+    sp = sub.add_parser("tradeoff", help="accuracy vs MACs and measured time when a hard gate skips layers")
+    sp.add_argument("run", help="gated run directory (gate.input=first_unit)")
+    sp.add_argument("--baseline", default=None, help="an ungated run to plot beside the curve")
+    sp.add_argument("--thresholds", default=None, help="taus, e.g. 0,0.1,0.5,1.01 (g >= tau runs the extra layers)")
+    sp.add_argument("--batch-sizes", default="1,256", help="batch sizes for the throughput measurement")
+    sp.add_argument("--max-drop", type=float, default=None, help="pick tau on validation: accuracy within D points")
+    sp.add_argument("--repeats", type=int, default=3, help="timed repeats (median) per point")
+    sp.add_argument("-o", "--out", default=None, help="folder for tradeoff.* (default: the run)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.set_defaults(func=cmd_tradeoff)
 
     sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 4 minutes on a 2-core CPU)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")

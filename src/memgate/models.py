@@ -220,8 +220,9 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, g_mode: GMode = "soft") -> ModelOutput:
-        """``g_mode``: soft (eq. 1), hard (g rounded to 0/1), skip (g = 0), full (g = 1)."""
+    def forward(self, x: Tensor, g_mode: GMode = "soft", tau: float = 0.5) -> ModelOutput:
+        """``g_mode``: soft (eq. 1), hard (g := 1[g >= tau]; without autograd and with a gate reading o1,
+        only the samples with g >= tau run the extra layers), skip (g = 0), full (g = 1)."""
         x = self.stem(x)
         if self.stem_bn is not None:
             x = F.relu(self.stem_bn(x))
@@ -231,12 +232,14 @@ class CifarResNet(nn.Module):
             if gate is None:
                 x = stage(x)
             else:
-                x, gates[s] = self._gated_stage(stage, gate, x, g_mode)
+                x, gates[s] = self._gated_stage(stage, gate, x, g_mode, tau)
         if self.final_bn is not None:
             x = F.relu(self.final_bn(x))
         return ModelOutput(self.fc(x.mean(dim=(2, 3))), gates)
 
-    def _gated_stage(self, stage: Stage, gate: EntropyGate, x: Tensor, g_mode: GMode) -> tuple[Tensor, GateOutput]:
+    def _gated_stage(
+        self, stage: Stage, gate: EntropyGate, x: Tensor, g_mode: GMode, tau: float = 0.5
+    ) -> tuple[Tensor, GateOutput]:
         o1 = stage.first(x)
         reads_o1 = self.gate_cfg.input == "first_unit"
         if reads_o1:
@@ -244,13 +247,13 @@ class CifarResNet(nn.Module):
             if g_mode == "skip":  # the gate read o1, so the extra layers need not run at all
                 return o1, GateOutput(z, torch.zeros_like(g))
             if g_mode == "hard" and not torch.is_grad_enabled():
-                return self._hard_route(stage, o1, g >= 0.5), GateOutput(z, (g >= 0.5).float())
+                return self._hard_route(stage, o1, g >= tau), GateOutput(z, (g >= tau).float())
             o2 = stage.rest(o1)
         else:
             o2 = stage.rest(o1)
             z, g = gate(o2)
         if g_mode == "hard":
-            g = (g >= 0.5).float()
+            g = (g >= tau).float()
         elif g_mode in ("skip", "full"):
             g = torch.full_like(g, float(g_mode == "full"))
         gm = g.to(o1.dtype).view(-1, 1, 1, 1)
@@ -258,7 +261,13 @@ class CifarResNet(nn.Module):
 
     @staticmethod
     def _hard_route(stage: Stage, o1: Tensor, hard: Tensor) -> Tensor:
-        """Inference with a hard gate: only the samples with g >= 0.5 run the extra layers."""
+        """Inference with a hard gate: only the samples marked ``hard`` run the extra layers (gathered
+        into one smaller batch); a batch that is all easy or all hard takes no gather at all."""
+        n_hard = int(hard.sum())
+        if n_hard == 0:
+            return o1
+        if n_hard == len(hard):
+            return stage.rest(o1)
         out = o1.clone()
         idx = hard.nonzero().squeeze(1)
         if idx.numel():
@@ -292,9 +301,16 @@ def count_params(params: list[nn.Parameter] | nn.Module) -> int:
     return sum(p.numel() for p in params)
 
 
-@torch.no_grad()
 def count_macs(model: CifarResNet) -> tuple[int, int]:
-    """(MACs per 32x32 image for the whole net incl. gate heads, MACs a sample skips when g = 0).
+    """(MACs per 32x32 image for the whole net incl. gate heads, MACs a sample skips when every g = 0)."""
+    total, per_stage = macs_per_stage(model)
+    return total, sum(per_stage.values())
+
+
+@torch.no_grad()
+def macs_per_stage(model: CifarResNet) -> tuple[int, dict[int, int]]:
+    """(MACs per 32x32 image for the whole net incl. gate heads, {gated stage: MACs of its extra
+    layers, units 2..n, which a sample skips when that stage's g = 0}).
 
     The skippable part is units 2..n of every gated stage; only a gate that reads o1
     (``gate.input = first_unit``) can decide before running them.
@@ -320,10 +336,9 @@ def count_macs(model: CifarResNet) -> tuple[int, int]:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    skippable_prefixes = tuple(f"stages.{s - 1}.rest." for s in model.cfg.gates)
     total = sum(counts.values())
-    skippable = sum(v for k, v in counts.items() if k.startswith(skippable_prefixes))
-    return total, skippable
+    per_stage = {s: sum(v for k, v in counts.items() if k.startswith(f"stages.{s - 1}.rest.")) for s in model.cfg.gates}
+    return total, per_stage
 
 
 def architecture_summary(model: CifarResNet) -> dict:

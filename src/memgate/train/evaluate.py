@@ -150,14 +150,15 @@ class Outputs:
 
 
 @torch.no_grad()
-def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft") -> Outputs:
-    """The run's model on uint8 NHWC ``images``, normalised as the run was trained."""
+def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft", tau: float = 0.5) -> Outputs:
+    """The run's model on uint8 NHWC ``images``, normalised as the run was trained (``g_mode`` and
+    ``tau`` as in ``CifarResNet.forward``)."""
     net, dev = r.net.eval(), r.device
     logits, gate_logits, gs = [], {}, {}
     with autocast_for(dev, r.cfg):
         for a in range(0, len(images), EVAL_BATCH):
             x = torch.from_numpy(np.ascontiguousarray(images[a : a + EVAL_BATCH])).to(dev)
-            out = net(normalize(x, r.data.mean, r.data.std), g_mode=g_mode)
+            out = net(normalize(x, r.data.mean, r.data.std), g_mode=g_mode, tau=tau)
             logits.append(out.logits.float().cpu())
             for s, go in out.gates.items():
                 gate_logits.setdefault(s, []).append(go.logits.float().cpu())

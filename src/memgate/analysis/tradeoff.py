@@ -1,0 +1,224 @@
+"""`memgate tradeoff RUN`: accuracy against compute and wall-clock when a hard gate really skips.
+
+For each threshold tau, a sample runs a gated stage's extra layers only when its g >= tau (every
+gate routes, B2 and B3 alike; a gate reads o1, so it decides before those layers). Reported per tau:
+test (and validation) accuracy, the share of samples routed through each gated stage, the mean MACs
+per image (gate heads included, skipped layers excluded, per sample), and measured throughput of
+real routing against the full network at each batch size (warm-up, median of repeats). A gate that
+reads o2 (the released code) needs the extra layers' output to compute g: it can skip nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import write_json, write_text
+from ..errors import ConfigError, RunError
+from ..models import macs_per_stage
+from ..train.evaluate import SavedRun, open_run, predict
+from ..train.rundir import read_summary
+from .figures import save, subplots
+
+DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.01)
+
+
+def per_sample_macs(total: int, skippable: dict[int, int], routed: dict[int, np.ndarray]) -> np.ndarray:
+    """MACs of each sample: the full network minus the extra layers of every stage it skipped."""
+    n = len(next(iter(routed.values())))
+    macs = np.full(n, float(total))
+    for s, r in routed.items():
+        macs -= skippable[s] * (1.0 - r.astype(np.float64))
+    return macs
+
+
+def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, skip: dict[int, int]) -> dict:
+    out = predict(r, x, g_mode="hard", tau=tau)
+    routed = {s: g.numpy() >= 0.5 for s, g in out.g.items()}  # hard mode: g is 1 where routed
+    return {
+        "acc": float((out.logits.argmax(1).numpy() == y).mean()),
+        "routed": {s: float(v.mean()) for s, v in routed.items()},
+        "macs": float(per_sample_macs(total, skip, routed).mean()),
+    }
+
+
+def _throughput(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repeats: int) -> float:
+    """Images/s of real hard routing at ``tau`` (None: the full network, every extra layer run)."""
+    from ..data.loader import normalize
+
+    n = min(len(x), 128 if batch == 1 else 4 * batch)
+    xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
+    batches = [xs[a : a + batch] for a in range(0, n, batch)]
+    mode, t = ("full", 0.5) if tau is None else ("hard", tau)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for b in batches:
+                r.net(b, g_mode=mode, tau=t)
+        if r.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    once()  # warm-up
+    return n / float(np.median([once() for _ in range(repeats)]))
+
+
+def tradeoff(
+    run: str | Path,
+    baseline: str | Path | None = None,
+    taus: tuple[float, ...] = DEFAULT_TAUS,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    max_drop: float | None = None,
+    repeats: int = 3,
+    out: str | Path | None = None,
+    device: str = "auto",
+) -> str:
+    r = open_run(run, device=device)
+    if not r.cfg.model.gates:
+        raise RunError(
+            f"tradeoff: {run} has no gate; there is nothing to route (pass a gated run, --baseline for this one)"
+        )
+    if r.cfg.gate.input != "first_unit":
+        raise RunError(
+            f"tradeoff: the gate of {run} reads o2 (gate.input=output, the released code): g is known only after "
+            "the extra layers ran, so a hard gate can skip nothing; train with gate.input=first_unit"
+        )
+    if max_drop is not None and not len(r.data.val_y):
+        raise ConfigError(f"tradeoff: --max-drop needs a validation split and {run} has none (data.val_size=0)")
+    total, skip = macs_per_stage(r.net)
+    test = (r.dataset.x_test, r.dataset.y_test)
+    val = (r.data.val_x.cpu().numpy(), r.data.val_y.cpu().numpy()) if len(r.data.val_y) else None
+    rows = []
+    for tau in taus:
+        row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
+        if val is not None:
+            row["val_acc"] = _point(r, *val, tau, total, skip)["acc"]
+        for b in batch_sizes:
+            row[f"images_per_s_b{b}"] = _throughput(r, test[0], b, tau, repeats)
+        rows.append(row)
+    full = {f"images_per_s_b{b}": _throughput(r, test[0], b, None, repeats) for b in batch_sizes}
+    soft = predict(r, test[0], g_mode="soft")
+    result = {
+        "run": str(run),
+        "macs_full": total,
+        "macs_skippable": skip,
+        "full_network": full,
+        "soft_gate": {"test_acc": float((soft.logits.argmax(1).numpy() == test[1]).mean()), "macs": total},
+        "points": rows,
+        "baseline": _baseline_point(baseline),
+    }
+    if max_drop is not None:
+        result["chosen"] = choose_tau(rows, max_drop)
+    return _write(result, Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent), batch_sizes)
+
+
+def choose_tau(rows: list[dict], max_drop: float) -> dict:
+    """The smallest-compute tau whose validation accuracy is within ``max_drop`` points of full routing
+    (tau = 0); the test set plays no part in the choice."""
+    ref = next(r for r in rows if r["tau"] == min(x["tau"] for x in rows))["val_acc"]
+    ok = [r for r in rows if 100 * (ref - r["val_acc"]) <= max_drop + 1e-9]  # points, float-safe
+    best = min(ok, key=lambda r: (r["test_macs"], -r["val_acc"]))
+    return {
+        "max_drop_points": max_drop,
+        "tau": best["tau"],
+        "val_acc": best["val_acc"],
+        "full_val_acc": ref,
+        "test_acc": best["test_acc"],
+        "macs": best["test_macs"],
+    }
+
+
+def _baseline_point(baseline: str | Path | None) -> dict | None:
+    if baseline is None:
+        return None
+    s = read_summary(baseline)
+    if s is None:
+        raise RunError(f"tradeoff: --baseline {baseline} is not a finished run (no summary.json)")
+    return {"run": str(baseline), "test_acc": s["final_test_acc"], "macs": s["macs"]}
+
+
+def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result["points"]
+    stages = sorted(rows[0]["test_routed"])
+    cols = ["tau", "test_acc", "val_acc", *[f"routed_b{s}" for s in stages], "macs", "macs_ratio"]
+    cols += [f"images_per_s_b{b}" for b in batch_sizes] + [f"speedup_b{b}" for b in batch_sizes]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        r["speedup"] = {b: r[f"images_per_s_b{b}"] / result["full_network"][f"images_per_s_b{b}"] for b in batch_sizes}
+        w.writerow(
+            [
+                r["tau"],
+                r["test_acc"],
+                r.get("val_acc", ""),
+                *[r["test_routed"][s] for s in stages],
+                r["test_macs"],
+                r["test_macs"] / result["macs_full"],
+                *[r[f"images_per_s_b{b}"] for b in batch_sizes],
+                *[r["speedup"][b] for b in batch_sizes],
+            ]
+        )
+    write_text(out_dir / "tradeoff.csv", buf.getvalue())
+    write_json(out_dir / "tradeoff.json", result)
+    _plot(result, out_dir / "tradeoff.png", batch_sizes)
+    return _text(result, batch_sizes, out_dir)
+
+
+def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
+    head = "  tau   test acc  routed   MACs/img  ideal x  " + "  ".join(f"measured x (b={b})" for b in batch_sizes)
+    lines = [
+        f"{result['run']}: full network {result['macs_full']:,d} MACs, soft gate test acc "
+        f"{100 * result['soft_gate']['test_acc']:.2f}%",
+        head,
+    ]
+    slower = set()
+    for r in result["points"]:
+        ideal = result["macs_full"] / r["test_macs"]
+        routed = "/".join(f"{100 * v:.0f}%" for v in r["test_routed"].values())
+        meas = "  ".join(f"{r['speedup'][b]:>17.2f}" for b in batch_sizes)
+        slower |= {b for b in batch_sizes if r["speedup"][b] < 1 and r["test_macs"] < result["macs_full"]}
+        acc, macs = f"{100 * r['test_acc']:7.2f}%", f"{r['test_macs']:>9,.0f}"
+        lines.append(f"  {r['tau']:<5.2f} {acc}  {routed:>7s}  {macs}  {ideal:6.2f}  {meas}")
+    for b in sorted(slower):
+        lines.append(
+            f"  note: at batch size {b}, real routing is SLOWER than the full network at some tau "
+            "(the gather of hard samples costs more than the layers it skips)"
+        )
+    if "chosen" in result:
+        c = result["chosen"]
+        lines.append(
+            f"  --max-drop {c['max_drop_points']}: tau {c['tau']} (val {100 * c['val_acc']:.2f}% vs "
+            f"{100 * c['full_val_acc']:.2f}% full) -> test {100 * c['test_acc']:.2f}% at "
+            f"{100 * c['macs'] / result['macs_full']:.1f}% of the MACs"
+        )
+    lines.append(f"  tradeoff.csv, tradeoff.json, tradeoff.png in {out_dir}")
+    return "\n".join(lines)
+
+
+def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
+    fig, axes = subplots(1, 1 + len(batch_sizes), figsize=(5.5 * (1 + len(batch_sizes)), 4.5))
+    pts = result["points"]
+    acc = [100 * p["test_acc"] for p in pts]
+    ax = axes[0]
+    ax.plot([p["test_macs"] / 1e6 for p in pts], acc, "o-", label="hard gate, tau swept")
+    ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
+    if result["baseline"]:
+        b = result["baseline"]
+        ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], "*", ms=12, label="ungated baseline")
+    ax.set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
+    ax.legend(fontsize=8)
+    for ax, b in zip(axes[1:], batch_sizes):
+        ax.plot([p[f"images_per_s_b{b}"] for p in pts], acc, "o-", label="hard gate (measured)")
+        ax.axvline(result["full_network"][f"images_per_s_b{b}"], color="grey", ls="--", label="full network")
+        ax.set(xlabel="images / s (measured)", ylabel="test accuracy (%)", title=f"accuracy vs throughput, batch {b}")
+        ax.legend(fontsize=8)
+    save(fig, png, f"{result['run']}: accuracy against compute and time", 10)

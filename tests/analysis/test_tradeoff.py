@@ -1,0 +1,105 @@
+"""Hard routing at any threshold, per-sample MACs, and `memgate tradeoff` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from runfactory import tiny
+
+import memgate.train.loop as training
+from memgate.analysis.tradeoff import choose_tau, per_sample_macs
+from memgate.cli import main
+from memgate.config import GateConfig, ModelConfig
+from memgate.models import build_model, macs_per_stage
+
+
+def _net(gates=(2, 3)):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(depth=14, gates=gates), GateConfig(hidden=(8,) * len(gates), input="first_unit"))
+    return net.eval()
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.3, 0.6, 0.9, 1.01])
+def test_hard_routing_equals_soft_routing_with_thresholded_g_at_both_gates(tau):
+    net = _net()
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        routed = net(x, g_mode="hard", tau=tau)  # real routing: only g >= tau runs the extra layers
+    with torch.enable_grad():  # with autograd on, "hard" is equation (1) with g := 1[g >= tau] for every sample
+        reference = net(x, g_mode="hard", tau=tau)
+    assert torch.allclose(routed.logits, reference.logits.detach(), atol=1e-5)
+    for s in (2, 3):
+        assert torch.equal(routed.gates[s].g, reference.gates[s].g.detach())
+
+
+def test_tau_zero_is_the_full_network_and_tau_above_max_g_skips_everything():
+    net = _net()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x, g_mode="hard", tau=0.0).logits, net(x, g_mode="full").logits, atol=1e-6)
+        assert torch.allclose(net(x, g_mode="hard", tau=1.01).logits, net(x, g_mode="skip").logits, atol=1e-6)
+
+
+def _conv_macs(cin, cout, k, hw):
+    return cin * cout * k * k * hw * hw
+
+
+def test_per_sample_macs_match_an_analytic_count():
+    net = _net()
+    total, skip = macs_per_stage(net)
+    # ResNet-14 basic, option B (1x1 projection shortcuts), 2 units per stage; gate heads 8 wide over pooled o1.
+    stage_rest = {2: 2 * _conv_macs(32, 32, 3, 16), 3: 2 * _conv_macs(64, 64, 3, 8)}
+    assert skip == stage_rest
+    convs = _conv_macs(3, 16, 3, 32) + 4 * _conv_macs(16, 16, 3, 32)
+    convs += _conv_macs(16, 32, 3, 16) + _conv_macs(32, 32, 3, 16) + _conv_macs(16, 32, 1, 16) + stage_rest[2]
+    convs += _conv_macs(32, 64, 3, 8) + _conv_macs(64, 64, 3, 8) + _conv_macs(32, 64, 1, 8) + stage_rest[3]
+    heads = (32 * 8 + 8 * 10) + (64 * 8 + 8 * 10)
+    assert total == convs + heads + 64 * 10
+    routed = {2: np.array([1, 0, 1, 0]), 3: np.array([1, 1, 0, 0])}
+    expected = [total, total - skip[2], total - skip[3], total - skip[2] - skip[3]]
+    assert per_sample_macs(total, skip, routed).tolist() == expected
+
+
+def test_choose_tau_uses_validation_accuracy_only():
+    rows = [
+        {"tau": 0.0, "val_acc": 0.80, "test_acc": 0.10, "test_macs": 100},
+        {"tau": 0.5, "val_acc": 0.795, "test_acc": 0.99, "test_macs": 70},
+        {"tau": 0.9, "val_acc": 0.70, "test_acc": 0.99, "test_macs": 40},
+    ]
+    assert choose_tau(rows, 1.0)["tau"] == 0.5
+    assert choose_tau(rows, 10.0)["tau"] == 0.9
+    assert choose_tau(rows, 0.1)["tau"] == 0.0
+
+
+def test_tradeoff_command_end_to_end(npz, tmp_path, capsys):
+    run = tmp_path / "o1"
+    training.train(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "model.gates=[2,3]", "gate.hidden=[8,8]"))
+    capsys.readouterr()
+    argv = [
+        "tradeoff",
+        str(run),
+        "--thresholds",
+        "0,0.5,1.01",
+        "--batch-sizes",
+        "1,64",
+        "--repeats",
+        "1",
+        "--max-drop",
+        "5",
+    ]
+    assert main(argv) == 0
+    res = json.loads((run / "tradeoff.json").read_text())
+    pts = {p["tau"]: p for p in res["points"]}
+    assert pts[0.0]["test_routed"] == {"2": 1.0, "3": 1.0} and pts[0.0]["test_macs"] == res["macs_full"]
+    assert pts[1.01]["test_routed"] == {"2": 0.0, "3": 0.0}
+    assert pts[1.01]["test_macs"] == res["macs_full"] - sum(res["macs_skippable"].values())
+    assert res["chosen"]["tau"] in pts
+    assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,val_acc,routed_b2,routed_b3,macs")
+    assert (run / "tradeoff.png").stat().st_size > 10_000
+    o2 = tmp_path / "o2"
+    training.train(tiny(npz, o2, "train.epochs=1"))
+    capsys.readouterr()
+    assert main(["tradeoff", str(o2)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reads o2" in err and "can skip nothing" in err
