@@ -11,7 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "name,variants,seeds",
-    [("table1", 11, 5), ("table2", 9, 5), ("table3", 9, 1), ("table4", 5, 1), ("quick", 3, 2), ("noise", 8, 2)],
+    [
+        ("table1", 11, 5),
+        ("table2", 9, 5),
+        ("table3", 9, 1),
+        ("table4", 5, 1),
+        ("quick", 3, 2),
+        ("noise", 8, 2),
+        ("adaptive", 3, 2),
+    ],
 )
 def test_shipped_grids_expand_and_validate(name, variants, seeds):
     grid = load_grid(ROOT / "experiments" / f"{name}.toml")
