@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from memgate.training import EVAL_BATCH
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
@@ -41,6 +40,7 @@ from memgate.data import load_dataset, make_split
 from memgate.data.loader import DeviceData, epoch_plan
 from memgate.data.stats import RELEASED_NORM
 from memgate.models import build_model, count_macs
+from memgate.train.evaluate import EVAL_BATCH
 from memgate.train.recipe import make_optimizers, train_step
 
 EPOCH_IMAGES = 50_000
