@@ -11,6 +11,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -402,3 +403,40 @@ def test_eval_on_a_small_other_dataset_needs_no_validation_split(npz, finished, 
     y = np.arange(20) % 10
     np.savez(tmp_path / "small.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     assert main(["eval", str(finished), "--data", str(tmp_path / "small.npz")]) == 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_data_prepare_leaves_no_decoder_processes(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6000, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(6000) % 10
+    files = image_tree_files(x[:5000], y[:5000], x[5000:], y[5000:])  # > 2,500 images: decoded by worker processes
+    path = write_zip(tmp_path / "big.zip", files)
+    env = {**os.environ, "MEMGATE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "memgate", "data", "prepare", str(path)], env=env)
+    children: set[int] = set()
+    for _ in range(600):  # wait until the decoder workers exist
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        children = {int(p) for p in out.split()}
+        if len(children) >= 2:
+            break
+        time.sleep(0.05)
+    assert children, "no decoder workers started"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in children)
+    subprocess.run(
+        [sys.executable, "-m", "memgate", "data", "info", str(path)], env=env, check=True, capture_output=True
+    )
+    assert not list((tmp_path / "cache").glob("*.tmp-*"))  # and no temporary cache folder is left behind
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
