@@ -61,3 +61,27 @@ def test_report_without_runs_is_an_error(tmp_path, capsys):
     (tmp_path / "empty" / "a").mkdir(parents=True)
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_report_aggregates_noisy_label_and_ood_detection(npz, tmp_path, capsys):
+    from runfactory import tiny
+
+    import memgate.train.loop as training
+
+    grid = tmp_path / "grid"
+    training.train(tiny(npz, grid / "gated" / "seed0", "train.epochs=2", "data.label_noise=0.25"))
+    training.train(
+        tiny(
+            npz, grid / "base" / "seed0", "train.epochs=2", "data.label_noise=0.25", "model.gates=[]", "gate.hidden=[]"
+        )
+    )
+    assert main(["ood", str(grid / "gated" / "seed0"), "--ood", "gaussian"]) == 0
+    capsys.readouterr()
+    text = report(grid).read_text()
+    section = text.split("## Noisy-label detection")[1].split("##")[0].splitlines()
+    head = next(line for line in section if line.startswith("| variant | n | g_final_b3"))
+    assert "neg_aum" in head and "forgetting" in head
+    gated = next(line for line in section if line.startswith("| gated | 1 |"))
+    base = next(line for line in section if line.startswith("| base | 1 |"))
+    assert gated.count(" - ") == 0 and base.split(" | ")[2] == "-"  # the baseline has no g
+    assert "## Out-of-distribution detection" in text and "| gated | gaussian |" in text

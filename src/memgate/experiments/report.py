@@ -18,6 +18,7 @@ from ..atomic import write_text
 from ..errors import MemgateError
 from ..train.evaluate import run_dataset
 from ..train.rundir import GATES, read_gates, read_metrics, read_summary
+from .detection_table import detection_markdown
 from .sweep import GRID_META
 
 
@@ -149,7 +150,7 @@ def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
     rows = summarize(meta, results)
     _write_csv(rows, out_dir / "results.csv")
     figures = _figures(meta, results, out_dir)
-    text = _markdown(meta, rows, figures)
+    text = _markdown(meta, rows, figures, detection_markdown(meta, results))
     write_text(out_dir / "report.md", text)
     print(text)
     return out_dir / "report.md"
@@ -164,7 +165,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     write_text(path, buf.getvalue())
 
 
-def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[str]) -> str:
+def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[str], extra: list[str]) -> str:
     has_paper = any("paper_mean" in r for r in rows)
     lines = [
         f"# {meta.get('title', meta['name'])}",
@@ -183,7 +184,7 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[st
             lines.append(f"| {r['variant']} | 0 | " + " | ".join(["-"] * (len(head) - 2)) + " |")
             continue
         lines.append("| " + " | ".join(_cells(r, has_paper)) + " |")
-    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    lines += ["", *extra, "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,97 @@
+"""A grid's detection results over seeds, for `memgate report`: noisy-label detection AUROC of every
+score (from each run's signals, recomputed here) and, where `memgate ood` was run, OOD AUROC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.detection import detection_table, scores
+from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
+
+# Columns of the noisy-label table, in order, when present in a run.
+NOISE_COLUMNS = (
+    "g_final_b3",
+    "g_mean_b3",
+    "gate_entropy_b3_final",
+    "gate_loss_b3_final",
+    "loss_final",
+    "loss_mean",
+    "neg_aum",
+    "forgetting",
+    "first_learned",
+    "cleanlab",
+)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.3f}{std}"
+
+
+def noise_rows(meta: dict[str, Any], results: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict[str, list]]]:
+    """(columns, {variant: {score: [AUROC per seed]}}) for variants whose runs have injected noise."""
+    table: dict[str, dict[str, list]] = {}
+    for v in meta["variants"]:
+        for r in results.get(v["name"], []):
+            run = Path(r["run"])
+            if not r.get("noisy_train") or not (run / SIGNALS).exists():
+                continue
+            sig = read_signals(run)
+            gates = read_gates(run) if (run / GATES).exists() else None
+            det = detection_table(scores(sig, gates), sig["noisy"].astype(bool))
+            for k, d in det.items():
+                table.setdefault(v["name"], {}).setdefault(k, []).append(d["auroc"])
+    present = {k for row in table.values() for k in row}
+    return [c for c in NOISE_COLUMNS if c in present], table
+
+
+def detection_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
+    cols, table = noise_rows(meta, results)
+    lines: list[str] = []
+    if table:
+        lines += [
+            "## Noisy-label detection (AUROC, mean ± std over seeds)",
+            "",
+            "Each score ranks the training samples (higher = more suspicious) against the injected-noise mask; "
+            "0.5 is chance. g and the gate scores exist for gated runs only; compare a gated run's g with the "
+            "baseline run's loss, -AUM and forgetting at the same noise level.",
+            "",
+            "| variant | n | " + " | ".join(cols) + " |",
+            "|---|---|" + "---|" * len(cols),
+        ]
+        for name, row in table.items():
+            n = max(len(v) for v in row.values())
+            lines.append(f"| {name} | {n} | " + " | ".join(_mean_std(row.get(c, [])) for c in cols) + " |")
+        lines.append("")
+    lines += _ood_markdown(meta, results)
+    return lines
+
+
+def _ood_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
+    agg: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for v in meta["variants"]:
+        for r in results.get(v["name"], []):
+            f = Path(r["run"]) / "ood.json"
+            if not f.exists():
+                continue
+            for src, res in json.loads(f.read_text())["ood"].items():
+                for k, d in res["scores"].items():
+                    agg.setdefault((v["name"], Path(src).name), {}).setdefault(k, []).append(d["auroc"])
+    if not agg:
+        return []
+    cols = sorted({k for row in agg.values() for k in row})
+    lines = [
+        "## Out-of-distribution detection (AUROC, mean ± std over seeds)",
+        "",
+        "| variant | OOD set | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for (name, src), row in agg.items():
+        lines.append(f"| {name} | {src} | " + " | ".join(_mean_std(row.get(c, [])) for c in cols) + " |")
+    return [*lines, ""]
