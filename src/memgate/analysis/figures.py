@@ -33,3 +33,20 @@ def colormap(name: str) -> Any:
     import matplotlib.pyplot as plt
 
     return plt.get_cmap(name)
+
+
+def image_grid(
+    images: list[Any], titles: list[str], red: list[bool], png: str | Path, title: str, font: float = 7
+) -> Path:
+    """Images eight to a row, each titled (in red where ``red``), saved to ``png``."""
+    import numpy as np
+
+    cols = 8
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, img, text, r in zip(np.atleast_1d(axes).ravel(), images, titles, red):
+        ax.imshow(img)
+        ax.set_title(text, fontsize=font, color="red" if r else "black")
+    return save(fig, png, title, 9)

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import MemgateError
 from ..train.evaluate import run_dataset
 from ..train.rundir import G_HIST_PNG, GATES, read_gates, read_summary
-from .figures import colormap, save, subplots
+from .figures import colormap, image_grid, save, subplots
 
 BINS = np.linspace(0.0, 1.0, 51)
 
@@ -105,22 +105,15 @@ def plot_top_g_images(
 
     g = gates[f"g_b{stage or deepest_stage(gates)}"][-1].astype(np.float32)
     order = np.argsort(-g, kind="stable")[:count]
-    cols = 8
-    rows = int(np.ceil(len(order) / cols))
-    fig, axes = subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, pos in zip(np.atleast_1d(axes).ravel(), order):
-        ax.imshow(images[gates["indices"][pos]])
-        label = classes[gates["labels"][pos]]
-        noisy = bool(gates["noisy"][pos])
-        text = (
-            f"{label}\ng={g[pos]:.2f}"
-            if not noisy
-            else f"{label} [{classes[gates['clean_labels'][pos]]}]\ng={g[pos]:.2f}"
-        )
-        ax.set_title(text, fontsize=7, color="red" if noisy else "black")
-    return save(fig, png, "training images with the highest final g (red: noisy label, true label in brackets)", 9)
+    titles, red = [], []
+    for pos in order:
+        label, noisy = classes[gates["labels"][pos]], bool(gates["noisy"][pos])
+        true = f" [{classes[gates['clean_labels'][pos]]}]" if noisy else ""
+        titles.append(f"{label}{true}\ng={g[pos]:.2f}")
+        red.append(noisy)
+    images = [images[gates["indices"][pos]] for pos in order]
+    title = "training images with the highest final g (red: noisy label, true label in brackets)"
+    return image_grid(images, titles, red, png, title)
 
 
 def plot_noisy_vs_clean(gates: dict[str, np.ndarray], png: str | Path, stage: int | None = None) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import write_text
 from ..errors import ConfigError, MemgateError
 from ..train.evaluate import run_dataset
-from .figures import save, subplots
+from .figures import image_grid
 
 
 def default_score(score_map: dict[str, np.ndarray]) -> str:
@@ -80,14 +80,9 @@ def _rows(signals, score_map, by, order, noisy_known) -> list[dict]:
 
 def _plot(images: np.ndarray, classes: list[str], rows: list[dict], by: str, png: Path) -> None:
     shown = rows[:64]
-    cols = 8
-    n_rows = int(np.ceil(len(shown) / cols))
-    fig, axes = subplots(n_rows, cols, figsize=(cols * 1.5, n_rows * 1.8))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, r in zip(np.atleast_1d(axes).ravel(), shown):
-        ax.imshow(images[r["index"]])
-        pred = classes[r["predicted"]] if r["predicted"] != "" else "?"
-        noisy = bool(r.get("noisy"))
-        ax.set_title(f"#{r['index']} {classes[r['label']]}\npred {pred}", fontsize=6, color="red" if noisy else "black")
-    save(fig, png, f"most suspicious training samples by {by} (given label, prediction; red: injected wrong label)", 9)
+    titles = [
+        f"#{r['index']} {classes[r['label']]}\npred {classes[r['predicted']] if r['predicted'] != '' else '?'}"
+        for r in shown
+    ]
+    title = f"most suspicious training samples by {by} (given label, prediction; red: injected wrong label)"
+    image_grid([images[r["index"]] for r in shown], titles, [bool(r.get("noisy")) for r in shown], png, title, 6)
