@@ -21,6 +21,7 @@ from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
 from .figures import save, subplots
 from .metrics import auroc, average_precision, precision_recall_at_k
 
+GATE_SIGNALS = ("gate_loss_b", "gate_entropy_b")  # per-gate histories in signals.npz, e.g. gate_loss_b3
 # Signals whose per-epoch AUROC is drawn, with the sign that makes "higher = more suspicious".
 PER_EPOCH = {"loss": 1.0, "margin": -1.0}
 
@@ -54,7 +55,11 @@ def _cleanlab_score(labels: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
 
 def scores(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """Every detection score of a run, one value per training sample (higher = more suspicious)."""
-    f32 = {k: v.astype(np.float32) for k, v in signals.items() if v.ndim == 2 and k != "probs_final"}
+    f32 = {
+        k: v.astype(np.float32)
+        for k, v in signals.items()
+        if k in PER_EPOCH or k == "correct" or k.startswith(GATE_SIGNALS)
+    }
     out: dict[str, np.ndarray] = {}
     if gates is not None:
         for s in gates["stages"]:
@@ -65,7 +70,7 @@ def scores(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) 
     out["forgetting"] = forgetting_events(f32["correct"])
     out["first_learned"] = first_learned(f32["correct"])
     for k in sorted(f32):
-        if k.startswith(("gate_entropy_b", "gate_loss_b")):
+        if k.startswith(GATE_SIGNALS):
             out[f"{k}_final"], out[f"{k}_mean"] = f32[k][-1], f32[k].mean(0)
     if "probs_final" in signals:
         lab = _cleanlab_score(signals["labels"], signals["probs_final"])
@@ -92,9 +97,7 @@ def per_epoch_auroc(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray]
     """AUROC of each per-epoch signal at every epoch: does detection decay as the net memorises?"""
     noisy = signals["noisy"].astype(bool)
     series = {k: sign * signals[k].astype(np.float32) for k, sign in PER_EPOCH.items()}
-    series.update(
-        {k: signals[k].astype(np.float32) for k in signals if k.startswith(("gate_loss_b", "gate_entropy_b"))}
-    )
+    series.update({k: signals[k].astype(np.float32) for k in signals if k.startswith(GATE_SIGNALS)})
     if gates is not None:
         series.update({f"g_b{s}": gates[f"g_b{s}"].astype(np.float32) for s in gates["stages"]})
     return {k: [auroc(row, noisy) for row in v] for k, v in series.items()}

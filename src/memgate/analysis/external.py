@@ -32,12 +32,12 @@ def read_external(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np
         raise DataError(f"scores: {path}: 'indices' must be integers, one per score ({len(ext_idx)} vs {len(scores)})")
     if len(np.unique(ext_idx)) != len(ext_idx) or not np.isfinite(scores).all():
         raise DataError(f"scores: {path} repeats an index or holds a non-finite score")
-    pos_of = {int(i): p for p, i in enumerate(indices)}
-    pairs = [(pos_of[int(i)], s) for i, s in zip(ext_idx, scores) if int(i) in pos_of]
-    if len(pairs) < 3:
-        raise DataError(f"scores: {path} scores {len(pairs)} of this run's training samples; index it by dataset index")
-    pos, vals = zip(*pairs)
-    return np.array(pos), np.array(vals)
+    known = np.isin(ext_idx, indices)  # the run's ``indices`` are sorted: positions by binary search
+    if known.sum() < 3:
+        raise DataError(
+            f"scores: {path} scores {known.sum()} of this run's training samples; index it by dataset index"
+        )
+    return np.searchsorted(indices, ext_idx[known]), scores[known]
 
 
 def compare_external(path: str | Path, signals: dict, score_map: dict[str, np.ndarray], out_dir: Path) -> list[str]:
