@@ -130,7 +130,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     sizes = _floats(args.batch_sizes, "tradeoff: --batch-sizes", int)
     if any(b < 1 for b in sizes) or any(not 0 <= t <= 2 for t in taus):
         raise ConfigError("tradeoff: batch sizes must be >= 1 and thresholds within [0, 2]")
-    text = tradeoff(args.run, args.baseline, taus, sizes, args.max_drop, args.repeats, args.out, args.device)
+    text = tradeoff(args.run, tuple(args.baseline), taus, sizes, args.max_drop, args.repeats, args.out, args.device)
     print(text)
     return 0
 
@@ -252,7 +252,12 @@ def _add_analysis_commands(sub) -> None:
 
     sp = sub.add_parser("tradeoff", help="accuracy vs MACs and measured time when a hard gate skips layers")
     sp.add_argument("run", help="gated run directory (gate.input=first_unit)")
-    sp.add_argument("--baseline", default=None, help="an ungated run to plot beside the curve")
+    sp.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="a finished run drawn as a point beside the curve (repeatable): the ungated net, an o2-gate run",
+    )
     sp.add_argument("--thresholds", default=None, help="taus, e.g. 0,0.1,0.5,1.01 (g >= tau runs the extra layers)")
     sp.add_argument("--batch-sizes", default="1,256", help="batch sizes for the throughput measurement")
     sp.add_argument("--max-drop", type=float, default=None, help="pick tau on validation: accuracy within D points")

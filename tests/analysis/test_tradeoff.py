@@ -11,6 +11,7 @@ import memgate.train.loop as training
 from memgate.analysis.tradeoff import choose_tau, per_sample_macs
 from memgate.cli import main
 from memgate.config import GateConfig, ModelConfig
+from memgate.experiments.report import report
 from memgate.models import build_model, macs_per_stage
 
 
@@ -72,34 +73,38 @@ def test_choose_tau_uses_validation_accuracy_only():
     assert choose_tau(rows, 0.1)["tau"] == 0.0
 
 
-def test_tradeoff_command_end_to_end(npz, tmp_path, capsys):
-    run = tmp_path / "o1"
+def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsys):
+    grid = tmp_path / "grid"
+    run, o2 = grid / "o1" / "seed0", grid / "o2" / "seed0"
     training.train(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "model.gates=[2,3]", "gate.hidden=[8,8]"))
+    training.train(tiny(npz, o2, "train.epochs=1"))
     capsys.readouterr()
-    argv = [
-        "tradeoff",
-        str(run),
-        "--thresholds",
-        "0,0.5,1.01",
-        "--batch-sizes",
-        "1,64",
-        "--repeats",
-        "1",
-        "--max-drop",
-        "5",
-    ]
-    assert main(argv) == 0
+    argv = ["tradeoff", str(run), "--thresholds", "0,0.5,1.01", "--batch-sizes", "1,64", "--repeats", "1"]
+    assert main([*argv, "--max-drop", "5", "--baseline", str(o2)]) == 0
     res = json.loads((run / "tradeoff.json").read_text())
     pts = {p["tau"]: p for p in res["points"]}
     assert pts[0.0]["test_routed"] == {"2": 1.0, "3": 1.0} and pts[0.0]["test_macs"] == res["macs_full"]
     assert pts[1.01]["test_routed"] == {"2": 0.0, "3": 0.0}
     assert pts[1.01]["test_macs"] == res["macs_full"] - sum(res["macs_skippable"].values())
     assert res["chosen"]["tau"] in pts
+    (ref,) = res["references"]
+    o2_summary = json.loads((o2 / "summary.json").read_text())
+    assert ref["label"] == "soft gate over B3 reading o2" and ref["test_acc"] == o2_summary["final_test_acc"]
     assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,val_acc,routed_b2,routed_b3,macs")
     assert (run / "tradeoff.png").stat().st_size > 10_000
-    o2 = tmp_path / "o2"
-    training.train(tiny(npz, o2, "train.epochs=1"))
-    capsys.readouterr()
-    assert main(["tradeoff", str(o2)]) == 2
+
+    assert main(["tradeoff", str(o2)]) == 2  # an o2 gate: one line, no curve
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "reads o2" in err and "can skip nothing" in err
+
+    text = report(grid, tmp_path / "rep").read_text()  # the grid report gathers every run's tradeoff.json
+    section = text.split("## Accuracy against compute")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| o1 | 0 |")).split(" | ")
+    assert row[3] == f"{100 * pts[0.0]['test_acc']:.2f}" and row[4] == f"{100 * pts[1.01]['test_acc']:.2f}"
+    assert row[6] == f"{res['chosen']['tau']:g}"
+    assert "| o2 |" not in section and "soft gate over B3 reading o2" in section
+    assert (tmp_path / "rep" / "tradeoff_all.png").stat().st_size > 10_000
+    (run / "tradeoff.json").write_text("{not json")
+    assert main(["report", str(grid)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tradeoff.json is damaged" in err and "memgate tradeoff" in err

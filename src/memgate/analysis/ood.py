@@ -19,6 +19,7 @@ from ..atomic import write_json, write_text
 from ..data import load_dataset
 from ..data.dataset import IMAGE_SHAPE
 from ..train.evaluate import Outputs, open_run, predict
+from ..train.rundir import OOD
 from .metrics import auroc, fpr_at_tpr
 
 SYNTHETIC = ("gaussian", "uniform")
@@ -63,7 +64,7 @@ def run_ood(run: str | Path, sources: list[str], out: str | Path | None = None, 
         }
     out_dir = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "ood.json", result)
+    write_json(out_dir / OOD, result)
     text = _markdown(result)
     write_text(out_dir / "ood.md", text)
     return text + f"\n(ood.md and ood.json in {out_dir})"

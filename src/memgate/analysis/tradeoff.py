@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from ..atomic import write_json, write_text
+from ..config import load_config
 from ..errors import ConfigError, RunError
 from ..models import macs_per_stage
 from ..train.evaluate import SavedRun, open_run, predict
-from ..train.rundir import read_summary
+from ..train.rundir import CONFIG, TRADEOFF, read_summary
 from .figures import save, subplots
 
 DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.01)
@@ -72,7 +73,7 @@ def _throughput(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repea
 
 def tradeoff(
     run: str | Path,
-    baseline: str | Path | None = None,
+    baselines: tuple[str | Path, ...] = (),
     taus: tuple[float, ...] = DEFAULT_TAUS,
     batch_sizes: tuple[int, ...] = (1, 256),
     max_drop: float | None = None,
@@ -112,7 +113,7 @@ def tradeoff(
         "full_network": full,
         "soft_gate": {"test_acc": float((soft.logits.argmax(1).numpy() == test[1]).mean()), "macs": total},
         "points": rows,
-        "baseline": _baseline_point(baseline),
+        "references": [_reference_point(b) for b in baselines],
     }
     if max_drop is not None:
         result["chosen"] = choose_tau(rows, max_drop)
@@ -135,13 +136,17 @@ def choose_tau(rows: list[dict], max_drop: float) -> dict:
     }
 
 
-def _baseline_point(baseline: str | Path | None) -> dict | None:
-    if baseline is None:
-        return None
-    s = read_summary(baseline)
+def _reference_point(run: str | Path) -> dict:
+    """A finished run drawn as one point beside the curve: the ungated network, or a soft gate (no skipping)."""
+    s = read_summary(run)
     if s is None:
-        raise RunError(f"tradeoff: --baseline {baseline} is not a finished run (no summary.json)")
-    return {"run": str(baseline), "test_acc": s["final_test_acc"], "macs": s["macs"]}
+        raise RunError(f"tradeoff: --baseline {run} is not a finished run (no summary.json)")
+    cfg = load_config(Path(run) / CONFIG)
+    label = "ungated"
+    if cfg.model.gates:
+        reads = "o2" if cfg.gate.input == "output" else "o1"
+        label = f"soft gate over {'+'.join(f'B{g}' for g in cfg.model.gates)} reading {reads}"
+    return {"run": str(run), "label": label, "test_acc": s["final_test_acc"], "macs": s["macs"]}
 
 
 def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
@@ -168,7 +173,7 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
             ]
         )
     write_text(out_dir / "tradeoff.csv", buf.getvalue())
-    write_json(out_dir / "tradeoff.json", result)
+    write_json(out_dir / TRADEOFF, result)
     _plot(result, out_dir / "tradeoff.png", batch_sizes)
     return _text(result, batch_sizes, out_dir)
 
@@ -211,9 +216,8 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
     ax = axes[0]
     ax.plot([p["test_macs"] / 1e6 for p in pts], acc, "o-", label="hard gate, tau swept")
     ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
-    if result["baseline"]:
-        b = result["baseline"]
-        ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], "*", ms=12, label="ungated baseline")
+    for b, marker in zip(result["references"], "*^vDP"):
+        ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], marker, ms=10, label=b["label"])
     ax.set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     ax.legend(fontsize=8)
     for ax, b in zip(axes[1:], batch_sizes):

@@ -3,14 +3,13 @@ score (from each run's signals, recomputed here) and, where `memgate ood` was ru
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..analysis.detection import detection_table, scores
-from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
+from ..train.rundir import GATES, OOD, SIGNALS, read_analysis, read_gates, read_signals
 
 # Columns of the noisy-label table, in order, when present in a run.
 NOISE_COLUMNS = (
@@ -77,10 +76,8 @@ def _ood_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[
     agg: dict[tuple[str, str], dict[str, list[float]]] = {}
     for v in meta["variants"]:
         for r in results.get(v["name"], []):
-            f = Path(r["run"]) / "ood.json"
-            if not f.exists():
-                continue
-            for src, res in json.loads(f.read_text())["ood"].items():
+            result = read_analysis(r["run"], OOD, "ood")
+            for src, res in (result or {}).get("ood", {}).items():
                 for k, d in res["scores"].items():
                     agg.setdefault((v["name"], Path(src).name), {}).setdefault(k, []).append(d["auroc"])
     if not agg:

@@ -20,6 +20,7 @@ from ..train.evaluate import run_dataset
 from ..train.rundir import GATES, read_gates, read_metrics, read_summary
 from .detection_table import detection_markdown
 from .sweep import GRID_META
+from .tradeoff_table import tradeoff_markdown
 
 
 def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
@@ -150,7 +151,8 @@ def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
     rows = summarize(meta, results)
     _write_csv(rows, out_dir / "results.csv")
     figures = _figures(meta, results, out_dir)
-    text = _markdown(meta, rows, figures, detection_markdown(meta, results))
+    tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
+    text = _markdown(meta, rows, figures + tradeoff_figures, detection_markdown(meta, results) + tradeoff_lines)
     write_text(out_dir / "report.md", text)
     print(text)
     return out_dir / "report.md"

@@ -34,6 +34,8 @@ SUMMARY = "summary.json"
 G_HIST_PNG = "g_hist.png"
 TENSORBOARD = "tb"
 LOCK = ".lock"
+OOD = "ood.json"  # written by `memgate ood` (default: into the run)
+TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the run)
 RUN_FILES = (CONFIG, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
 
@@ -190,6 +192,20 @@ def read_summary(run: str | Path) -> dict[str, Any] | None:
     if not isinstance(summary, dict):
         raise RunError(f"run: {path} is not a memgate summary; run `memgate train` on it again to rebuild it")
     return summary
+
+
+def read_analysis(run: str | Path, name: str, command: str) -> dict[str, Any] | None:
+    """A result that ``memgate <command>`` wrote into the run (``OOD``, ``TRADEOFF``), or None if absent."""
+    path = Path(run) / name
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"run: {path} is damaged ({e.__class__.__name__}); run `memgate {command}` again") from None
+    if not isinstance(result, dict):
+        raise RunError(f"run: {path} is not a memgate {command} result; run `memgate {command}` again")
+    return result
 
 
 def is_finished(run: str | Path) -> bool:

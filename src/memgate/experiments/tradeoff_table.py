@@ -1,0 +1,110 @@
+"""A grid's accuracy-vs-compute results, for `memgate report`: every run's tradeoff.json (written by
+`memgate tradeoff` into the run) as one table and one figure, so gate variants and seeds compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..analysis.figures import colormap, save, subplots
+from ..train.rundir import TRADEOFF, read_analysis
+
+PNG = "tradeoff_all.png"
+
+
+def tradeoff_runs(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[tuple[str, int, dict]]:
+    """(variant, seed, tradeoff result) for every finished run on which `memgate tradeoff` was run."""
+    found = []
+    for v in meta["variants"]:
+        for r in results.get(v["name"], []):
+            res = read_analysis(r["run"], TRADEOFF, "tradeoff")
+            if res is not None:
+                found.append((v["name"], r["seed"], res))
+    return found
+
+
+def tradeoff_markdown(
+    meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path
+) -> tuple[list[str], list[str]]:
+    """(markdown lines, figure names) of the accuracy-vs-compute section; empty when no run has one."""
+    runs = tradeoff_runs(meta, results)
+    if not runs:
+        return [], []
+    sizes = _batch_sizes(runs)
+    head = ["variant", "seed", "soft gate", "full routing", "all skipped", "MACs skipped at most"]
+    head += ["--max-drop: tau", "test acc", "MACs", *[f"measured x, batch {b}" for b in sizes]]
+    lines = [
+        "## Accuracy against compute (hard gate, `memgate tradeoff`)",
+        "",
+        "Test accuracy (%) with the soft gate, with every sample routed through the extra layers (tau = 0) "
+        "and with none (all skipped); the threshold chosen on validation by `--max-drop` with its test accuracy, "
+        "MACs (% of the full network) and measured speedup over the full network (timings are this machine's).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, seed, res in runs:
+        lines.append(f"| {name} | {seed} | " + " | ".join(_cells(res, sizes)) + " |")
+    refs = {b["run"]: b for _, _, res in runs for b in res.get("references", [])}
+    if refs:
+        lines += [
+            "",
+            "References (no skipping): "
+            + "; ".join(
+                f"{b['label']} {100 * b['test_acc']:.2f}% at {b['macs'] / 1e6:.2f}M MACs ({run})"
+                for run, b in refs.items()
+            ),
+        ]
+    _plot(runs, list(refs.values()), sizes, out_dir / PNG)
+    return [*lines, ""], [PNG]
+
+
+def _batch_sizes(runs: list[tuple[str, int, dict]]) -> list[int]:
+    keys = {k for _, _, res in runs for k in res["full_network"]}
+    return sorted(int(k.rsplit("_b", 1)[1]) for k in keys)
+
+
+def _speedup(res: dict, point: dict, b: int) -> float | None:
+    full = res["full_network"].get(f"images_per_s_b{b}")
+    mine = point.get(f"images_per_s_b{b}")
+    return mine / full if full and mine else None
+
+
+def _cells(res: dict, sizes: list[int]) -> list[str]:
+    pts = sorted(res["points"], key=lambda p: p["tau"])
+    full, skip = pts[0], pts[-1]
+    saved = 1 - skip["test_macs"] / res["macs_full"]
+    cells = [f"{100 * res['soft_gate']['test_acc']:.2f}", f"{100 * full['test_acc']:.2f}"]
+    cells += [f"{100 * skip['test_acc']:.2f}", f"{100 * saved:.1f}%"]
+    chosen = res.get("chosen")
+    if chosen is None:
+        return cells + ["-"] * (3 + len(sizes))
+    point = next(p for p in pts if p["tau"] == chosen["tau"])
+    cells += [
+        f"{chosen['tau']:g}",
+        f"{100 * chosen['test_acc']:.2f}",
+        f"{100 * chosen['macs'] / res['macs_full']:.1f}%",
+    ]
+    return cells + [f"{x:.2f}" if (x := _speedup(res, point, b)) else "-" for b in sizes]
+
+
+def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int], png: Path) -> None:
+    """Accuracy vs MACs, and vs measured speedup at each batch size: one colour per variant, one line per seed."""
+    fig, axes = subplots(1, 1 + len(sizes), figsize=(5.5 * (1 + len(sizes)), 4.5))
+    names = list(dict.fromkeys(name for name, _, _ in runs))
+    cmap = colormap("tab10")
+    for name, seed, res in runs:
+        pts = sorted(res["points"], key=lambda p: p["tau"])
+        acc = [100 * p["test_acc"] for p in pts]
+        style = {"color": cmap(names.index(name) % 10), "ls": "-" if seed % 2 == 0 else "--", "marker": "o", "ms": 3}
+        axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=f"{name} seed {seed}", **style)
+        for ax, b in zip(axes[1:], sizes):
+            ax.plot([_speedup(res, p, b) or float("nan") for p in pts], acc, label=f"{name} seed {seed}", **style)
+    for ref, marker in zip(refs, "*^vDP"):
+        axes[0].plot(ref["macs"] / 1e6, 100 * ref["test_acc"], marker, ms=10, color="k", label=ref["label"])
+    axes[0].set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
+    for ax, b in zip(axes[1:], sizes):
+        ax.axvline(1.0, color="grey", ls=":")
+        ax.set(xlabel="measured speedup over the full network", ylabel="test accuracy (%)", title=f"batch {b}")
+    axes[0].legend(fontsize=7)
+    save(fig, png, "hard gate: accuracy against compute and measured time (tau swept)", 10)
