@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import ConfigError, Interrupted, MemgateError
@@ -303,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemgateError as e:
         print(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 2
+    except BrokenPipeError:  # output piped into `head` and the reader left: nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as e:  # a path the user named that the library did not wrap: still one line
         where = f" {e.filename}" if e.filename else ""
         print(

@@ -5,6 +5,8 @@ import pytest
 from scipy import stats
 
 from memgate.cli import main
+from memgate.errors import ConfigError
+from memgate.experiments.grid import load_grid
 from memgate.experiments.report import collect, report, summarize, welch
 
 
@@ -50,6 +52,42 @@ def test_report_statistics_match_hand_computation(tmp_path):
     csv_text = (tmp_path / "rep" / "results.csv").read_text().splitlines()
     assert csv_text[0].startswith("variant,n,seeds,test_acc_mean")
     assert len(csv_text) == 3
+
+
+def test_each_variant_is_compared_with_its_own_baseline_when_the_grid_names_one(tmp_path):
+    root = tmp_path / "noise"
+    for name, accs in {
+        "gated_a": [0.60, 0.62],
+        "base_a": [0.50, 0.52],
+        "gated_b": [0.80, 0.82],
+        "base_b": [0.81, 0.83],
+    }.items():
+        for s, a in enumerate(accs):
+            _fake_run(root, name, s, a)
+    meta = {
+        "name": "noise",
+        "baseline": None,
+        "variants": [
+            {"name": "gated_a", "baseline": "base_a"},
+            {"name": "base_a"},
+            {"name": "gated_b", "baseline": "base_b"},
+            {"name": "base_b"},
+        ],
+    }
+    (root / "grid.json").write_text(json.dumps(meta))
+    rows = {r["variant"]: r for r in summarize(*collect(root))}
+    assert rows["gated_a"]["diff_vs_baseline"] == pytest.approx(0.10) and rows["gated_a"]["baseline"] == "base_a"
+    assert rows["gated_b"]["diff_vs_baseline"] == pytest.approx(-0.01) and rows["gated_b"]["baseline"] == "base_b"
+    assert "diff_vs_baseline" not in rows["base_a"]
+    text = report(root, out=tmp_path / "rep").read_text()
+    assert "| gated_b | 2 | 81.00 | 1.41 | - | -1.00 [" in text and "] vs base_b |" in text
+
+
+def test_a_variant_baseline_must_name_another_variant(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text('config = "c.toml"\n[[variant]]\nname = "a"\nbaseline = "a"\n')
+    with pytest.raises(ConfigError, match="baseline = 'a' must name another variant"):
+        load_grid(grid)
 
 
 def test_welch_single_seed_has_no_interval():

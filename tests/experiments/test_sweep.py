@@ -50,3 +50,17 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     out = capsys.readouterr().out
     assert "3 run(s) already finished, skipped" in out and "FAILED gated/seed1" in out
     assert "start baseline" not in out
+
+
+def test_output_piped_into_head_ends_quietly(tiny_grid, tmp_path):
+    """`memgate sweep --dry-run | head -1`: the reader leaves early; no error line, exit 0."""
+    import subprocess
+    import sys
+
+    seeds = ",".join(str(s) for s in range(400))  # far more output than a pipe buffer holds
+    cmd = [sys.executable, "-m", "memgate", "sweep", str(tiny_grid / "grid.toml"), "--dry-run", "--seeds", seeds]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and first.startswith(b"grid: 800 runs") and err == ""

@@ -2,7 +2,8 @@
 
 A grid file (TOML) names a base config, overrides for every run, a list of seeds and named
 variants (each a list of ``KEY=VALUE`` overrides, optionally ``init_from`` another variant of the
-same seed, optionally the paper's reported ``paper = [mean, std]``).
+same seed, optionally the paper's reported ``paper = [mean, std]``, optionally its own ``baseline``
+variant for the report's comparison, e.g. gated vs ungated at the same noise level).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..errors import ConfigError
 GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
 
 
-VARIANT_KEYS = {"name", "overrides", "init_from", "paper"}
+VARIANT_KEYS = {"name", "overrides", "init_from", "paper", "baseline"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ def load_grid(path: str | Path) -> Grid:
     baseline = raw.get("baseline", "baseline" if "baseline" in names else None)
     if baseline is not None and baseline not in names:
         raise ConfigError(f"grid: baseline = {baseline!r} is no variant of {path}")
+    for v in variants:
+        if v.get("baseline") is not None and (v["baseline"] not in names or v["baseline"] == v["name"]):
+            raise ConfigError(f"grid: variant {v['name']}: baseline = {v['baseline']!r} must name another variant")
     config = (path.parent / raw["config"]).resolve()
     grid = Grid(
         name=raw.get("name", path.stem),
@@ -136,8 +140,9 @@ def _checked_variant(v: dict[str, Any], path: Path) -> dict[str, Any]:
     ov = v.get("overrides", [])
     if not isinstance(ov, list) or not all(isinstance(o, str) for o in ov):
         raise ConfigError(f'grid: variant {v["name"]}: overrides must be a list of "KEY=VALUE" strings')
-    if "init_from" in v and not isinstance(v["init_from"], str):
-        raise ConfigError(f"grid: variant {v['name']}: init_from must name another variant")
+    for key in ("init_from", "baseline"):
+        if key in v and not isinstance(v[key], str):
+            raise ConfigError(f"grid: variant {v['name']}: {key} must name another variant")
     return v
 
 

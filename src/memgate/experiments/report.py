@@ -90,10 +90,10 @@ def _fmt(x: float | None, nd: int = 2, pct: bool = True) -> str:
 
 
 def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    base_name = meta.get("baseline")
-    base = [r["final_test_acc"] for r in results.get(base_name, [])] if base_name else []
     rows = []
     for v in meta["variants"]:
+        base_name = v.get("baseline") or meta.get("baseline")  # a variant may name its own comparison
+        base = [r["final_test_acc"] for r in results.get(base_name, [])] if base_name else []
         runs = results.get(v["name"], [])
         if not runs:
             rows.append({"variant": v["name"], "n": 0})
@@ -115,7 +115,13 @@ def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict
         if base and v["name"] != base_name:
             w = welch(acc, base)
             row.update(
-                {"diff_vs_baseline": w["diff"], "ci_low": w["ci_low"], "ci_high": w["ci_high"], "p_value": w["p"]}
+                {
+                    "baseline": base_name,
+                    "diff_vs_baseline": w["diff"],
+                    "ci_low": w["ci_low"],
+                    "ci_high": w["ci_high"],
+                    "p_value": w["p"],
+                }
             )
         paper = v.get("paper")
         if paper:
@@ -132,6 +138,7 @@ CSV_COLUMNS = [
     "test_acc_mean",
     "test_acc_std",
     "best_val_acc_mean",
+    "baseline",
     "diff_vs_baseline",
     "ci_low",
     "ci_high",
@@ -196,6 +203,7 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
         diff = f"{100 * r['diff_vs_baseline']:+.2f}"
         if r.get("ci_low") is not None:
             diff += f" [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]"
+        diff += f" vs {r['baseline']}"
     cells = [
         r["variant"],
         str(r["n"]),

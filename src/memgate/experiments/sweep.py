@@ -43,6 +43,7 @@ def _write_grid_meta(grid: Grid, root: Path) -> None:
                 "overrides": list(v.get("overrides", ())),
                 "init_from": v.get("init_from"),
                 "paper": v.get("paper"),
+                "baseline": v.get("baseline"),
             }
             for v in grid.variants
         ],
