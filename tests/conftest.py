@@ -30,8 +30,6 @@ def arrays():
     return make_arrays()
 
 
-
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
     return write_learnable_npz(tmp_path_factory.mktemp("data") / "toy.npz")
-
