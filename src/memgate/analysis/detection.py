@@ -17,6 +17,7 @@ import numpy as np
 
 from ..atomic import write_json, write_text
 from ..errors import RunError
+from ..markdown import table
 from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
 from .figures import save, subplots
 from .metrics import auroc, average_precision, precision_recall_at_k
@@ -135,11 +136,12 @@ def _markdown(run: Path, result: dict[str, Any]) -> str:
         f"{result['n_noisy']:,d} of {result['n']:,d} training labels were corrupted. Each score ranks the "
         "training samples (higher = more suspicious); k = the number of noisy labels.",
         "",
-        "| score | AUROC | average precision | precision@k | recall@k |",
-        "|---|---|---|---|---|",
     ]
-    for k, v in sorted(result["scores"].items(), key=lambda kv: -kv[1]["auroc"]):
-        lines.append(f"| {k} | {v['auroc']:.4f} | {v['ap']:.4f} | {v['precision_at_k']:.4f} | {v['recall_at_k']:.4f} |")
+    ranked = sorted(result["scores"].items(), key=lambda kv: -kv[1]["auroc"])
+    lines += table(
+        ["score", "AUROC", "average precision", "precision@k", "recall@k"],
+        ([k] + [f"{v[m]:.4f}" for m in ("auroc", "ap", "precision_at_k", "recall_at_k")] for k, v in ranked),
+    )
     lines += ["", "![AUROC per epoch](detection_auroc.png)", ""]
     return "\n".join(lines)
 

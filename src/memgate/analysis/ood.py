@@ -18,6 +18,7 @@ import torch
 from ..atomic import write_json, write_text
 from ..data import load_dataset
 from ..data.dataset import IMAGE_SHAPE
+from ..markdown import table
 from ..train.evaluate import Outputs, open_run, predict
 from ..train.rundir import OOD
 from .metrics import auroc, fpr_at_tpr
@@ -78,8 +79,10 @@ def _markdown(result: dict) -> str:
         "",
     ]
     for src, res in result["ood"].items():
-        lines += [f"## OOD: {src} ({res['n']:,d} images)", "", "| score | AUROC | FPR at 95% TPR |", "|---|---|---|"]
-        for k, v in sorted(res["scores"].items(), key=lambda kv: -kv[1]["auroc"]):
-            lines.append(f"| {k} | {v['auroc']:.4f} | {v['fpr95']:.4f} |")
+        ranked = sorted(res["scores"].items(), key=lambda kv: -kv[1]["auroc"])
+        lines += [f"## OOD: {src} ({res['n']:,d} images)", ""]
+        lines += table(
+            ["score", "AUROC", "FPR at 95% TPR"], ([k, f"{v['auroc']:.4f}", f"{v['fpr95']:.4f}"] for k, v in ranked)
+        )
         lines.append("")
     return "\n".join(lines)

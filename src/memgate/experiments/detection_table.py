@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.detection import detection_table, scores
+from ..markdown import table as md_table
 from ..train.rundir import GATES, OOD, SIGNALS, read_analysis, read_gates, read_signals
 
 # Columns of the noisy-label table, in order, when present in a run.
@@ -61,13 +62,15 @@ def detection_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> 
             "0.5 is chance. g and the gate scores exist for gated runs only; compare a gated run's g with the "
             "baseline run's loss, -AUM and forgetting at the same noise level.",
             "",
-            "| variant | n | " + " | ".join(cols) + " |",
-            "|---|---|" + "---|" * len(cols),
+            *md_table(
+                ["variant", "n", *cols],
+                (
+                    [name, max(len(v) for v in row.values()), *(_mean_std(row.get(c, [])) for c in cols)]
+                    for name, row in table.items()
+                ),
+            ),
+            "",
         ]
-        for name, row in table.items():
-            n = max(len(v) for v in row.values())
-            lines.append(f"| {name} | {n} | " + " | ".join(_mean_std(row.get(c, [])) for c in cols) + " |")
-        lines.append("")
     lines += _ood_markdown(meta, results)
     return lines
 
@@ -83,12 +86,10 @@ def _ood_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[
     if not agg:
         return []
     cols = sorted({k for row in agg.values() for k in row})
-    lines = [
+    rows = ([name, src, *(_mean_std(row.get(c, [])) for c in cols)] for (name, src), row in agg.items())
+    return [
         "## Out-of-distribution detection (AUROC, mean ± std over seeds)",
         "",
-        "| variant | OOD set | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        *md_table(["variant", "OOD set", *cols], rows),
+        "",
     ]
-    for (name, src), row in agg.items():
-        lines.append(f"| {name} | {src} | " + " | ".join(_mean_std(row.get(c, [])) for c in cols) + " |")
-    return [*lines, ""]

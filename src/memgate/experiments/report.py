@@ -16,6 +16,7 @@ from ..analysis.figures import save, subplots
 from ..analysis.gates import plot_g_histograms, plot_top_g_images
 from ..atomic import write_text
 from ..errors import MemgateError
+from ..markdown import table
 from ..train.evaluate import run_dataset
 from ..train.rundir import GATES, read_gates, read_metrics, read_summary
 from .detection_table import detection_markdown
@@ -187,12 +188,9 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[st
     head = ["variant", "n", "test acc", "std", "best val", "diff vs baseline [95% CI]", "p", "mean g", "g > 0.5"]
     if has_paper:
         head += ["paper", "paper std"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if not r["n"]:
-            lines.append(f"| {r['variant']} | 0 | " + " | ".join(["-"] * (len(head) - 2)) + " |")
-            continue
-        lines.append("| " + " | ".join(_cells(r, has_paper)) + " |")
+    lines += table(
+        head, (_cells(r, has_paper) if r["n"] else [r["variant"], 0] + ["-"] * (len(head) - 2) for r in rows)
+    )
     lines += ["", *extra, "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 

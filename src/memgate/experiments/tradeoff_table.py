@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.figures import colormap, save, subplots
+from ..markdown import table
 from ..train.rundir import TRADEOFF, read_analysis
 
 PNG = "tradeoff_all.png"
@@ -40,11 +41,8 @@ def tradeoff_markdown(
         "and with none (all skipped); the threshold chosen on validation by `--max-drop` with its test accuracy, "
         "MACs (% of the full network) and measured speedup over the full network (timings are this machine's).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *table(head, ([name, seed, *_cells(res, sizes)] for name, seed, res in runs)),
     ]
-    for name, seed, res in runs:
-        lines.append(f"| {name} | {seed} | " + " | ".join(_cells(res, sizes)) + " |")
     refs = {b["run"]: b for _, _, res in runs for b in res.get("references", [])}
     if refs:
         lines += [

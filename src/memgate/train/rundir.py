@@ -180,31 +180,23 @@ def write_summary(run: str | Path, summary: dict[str, Any]) -> None:
 
 def read_summary(run: str | Path) -> dict[str, Any] | None:
     """The finished run's summary, or None while it is unfinished."""
-    path = Path(run) / SUMMARY
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(
-            f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on it again to rebuild it"
-        ) from None
-    if not isinstance(summary, dict):
-        raise RunError(f"run: {path} is not a memgate summary; run `memgate train` on it again to rebuild it")
-    return summary
+    return _read_json(Path(run) / SUMMARY, "run `memgate train` on it again to rebuild it")
 
 
 def read_analysis(run: str | Path, name: str, command: str) -> dict[str, Any] | None:
     """A result that ``memgate <command>`` wrote into the run (``OOD``, ``TRADEOFF``), or None if absent."""
-    path = Path(run) / name
+    return _read_json(Path(run) / name, f"run `memgate {command}` again")
+
+
+def _read_json(path: Path, remedy: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise RunError(f"run: {path} is damaged ({e.__class__.__name__}); run `memgate {command}` again") from None
+        raise RunError(f"run: {path} is damaged ({e.__class__.__name__}); {remedy}") from None
     if not isinstance(result, dict):
-        raise RunError(f"run: {path} is not a memgate {command} result; run `memgate {command}` again")
+        raise RunError(f"run: {path} is not what memgate wrote there; {remedy}")
     return result
 
 
