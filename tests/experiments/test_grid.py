@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ("quick", 3, 2),
         ("noise", 8, 2),
         ("adaptive", 3, 2),
+        ("noise_clean", 3, 1),
     ],
 )
 def test_shipped_grids_expand_and_validate(name, variants, seeds):
