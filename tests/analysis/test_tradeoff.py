@@ -87,6 +87,7 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert pts[1.01]["test_routed"] == {"2": 0.0, "3": 0.0}
     assert pts[1.01]["test_macs"] == res["macs_full"] - sum(res["macs_skippable"].values())
     assert res["chosen"]["tau"] in pts
+    assert all(set(p["speedup"]) == {"1", "64"} and min(p["speedup"].values()) > 0 for p in res["points"])
     (ref,) = res["references"]
     o2_summary = json.loads((o2 / "summary.json").read_text())
     assert ref["label"] == "soft gate over B3 reading o2" and ref["test_acc"] == o2_summary["final_test_acc"]
@@ -102,6 +103,7 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     row = next(line for line in section.splitlines() if line.startswith("| o1 | 0 |")).split(" | ")
     assert row[3] == f"{100 * pts[0.0]['test_acc']:.2f}" and row[4] == f"{100 * pts[1.01]['test_acc']:.2f}"
     assert row[6] == f"{res['chosen']['tau']:g}"
+    assert row[9] == f"{pts[res['chosen']['tau']]['speedup']['1']:.2f}"  # the paired, measured speedup
     assert "| o2 |" not in section and "soft gate over B3 reading o2" in section
     assert (tmp_path / "rep" / "tradeoff_all.png").stat().st_size > 10_000
     (run / "tradeoff.json").write_text("{not json")

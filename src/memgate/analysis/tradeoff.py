@@ -49,16 +49,17 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     }
 
 
-def _throughput(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repeats: int) -> float:
-    """Images/s of real hard routing at ``tau`` (None: the full network, every extra layer run)."""
+def _timed(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repeats: int) -> dict[str, float]:
+    """Images/s of real hard routing at ``tau`` and its speedup over the full network (every extra layer
+    for every sample). Routed and full passes alternate, and the speedup is the median of the per-round
+    ratios, so a slow phase of a shared machine hits both sides of a ratio alike."""
     from ..data.loader import normalize
 
     n = min(len(x), 128 if batch == 1 else 4 * batch)
     xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
     batches = [xs[a : a + batch] for a in range(0, n, batch)]
-    mode, t = ("full", 0.5) if tau is None else ("hard", tau)
 
-    def once() -> float:
+    def once(mode: str, t: float) -> float:
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in batches:
@@ -67,8 +68,14 @@ def _throughput(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repea
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    once()  # warm-up
-    return n / float(np.median([once() for _ in range(repeats)]))
+    routed = ("full", 0.5) if tau is None else ("hard", tau)
+    once(*routed), once("full", 0.5)  # warm-up
+    rounds = [(once(*routed), once("full", 0.5)) for _ in range(repeats)]
+    return {
+        "images_per_s": n / float(np.median([a for a, _ in rounds])),
+        "full_images_per_s": n / float(np.median([b for _, b in rounds])),
+        "speedup": float(np.median([b / a for a, b in rounds])),
+    }
 
 
 def tradeoff(
@@ -101,10 +108,13 @@ def tradeoff(
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
         if val is not None:
             row["val_acc"] = _point(r, *val, tau, total, skip)["acc"]
-        for b in batch_sizes:
-            row[f"images_per_s_b{b}"] = _throughput(r, test[0], b, tau, repeats)
+        timings = {b: _timed(r, test[0], b, tau, repeats) for b in batch_sizes}
+        row.update({f"images_per_s_b{b}": t["images_per_s"] for b, t in timings.items()})
+        row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
+        row["full_images_per_s"] = {b: t["full_images_per_s"] for b, t in timings.items()}
         rows.append(row)
-    full = {f"images_per_s_b{b}": _throughput(r, test[0], b, None, repeats) for b in batch_sizes}
+    # the full network's rate: median over every point's paired full passes
+    full = {f"images_per_s_b{b}": float(np.median([p["full_images_per_s"][b] for p in rows])) for b in batch_sizes}
     soft = predict(r, test[0], g_mode="soft")
     result = {
         "run": str(run),
@@ -159,7 +169,6 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rows:
-        r["speedup"] = {b: r[f"images_per_s_b{b}"] / result["full_network"][f"images_per_s_b{b}"] for b in batch_sizes}
         w.writerow(
             [
                 r["tau"],

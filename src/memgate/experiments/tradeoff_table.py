@@ -62,10 +62,8 @@ def _batch_sizes(runs: list[tuple[str, int, dict]]) -> list[int]:
     return sorted(int(k.rsplit("_b", 1)[1]) for k in keys)
 
 
-def _speedup(res: dict, point: dict, b: int) -> float | None:
-    full = res["full_network"].get(f"images_per_s_b{b}")
-    mine = point.get(f"images_per_s_b{b}")
-    return mine / full if full and mine else None
+def _speedup(point: dict, b: int) -> float | None:
+    return point.get("speedup", {}).get(str(b))  # JSON keys are strings
 
 
 def _cells(res: dict, sizes: list[int]) -> list[str]:
@@ -83,7 +81,7 @@ def _cells(res: dict, sizes: list[int]) -> list[str]:
         f"{100 * chosen['test_acc']:.2f}",
         f"{100 * chosen['macs'] / res['macs_full']:.1f}%",
     ]
-    return cells + [f"{x:.2f}" if (x := _speedup(res, point, b)) else "-" for b in sizes]
+    return cells + [f"{x:.2f}" if (x := _speedup(point, b)) else "-" for b in sizes]
 
 
 def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int], png: Path) -> None:
@@ -97,7 +95,7 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
         style = {"color": cmap(names.index(name) % 10), "ls": "-" if seed % 2 == 0 else "--", "marker": "o", "ms": 3}
         axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=f"{name} seed {seed}", **style)
         for ax, b in zip(axes[1:], sizes):
-            ax.plot([_speedup(res, p, b) or float("nan") for p in pts], acc, label=f"{name} seed {seed}", **style)
+            ax.plot([_speedup(p, b) or float("nan") for p in pts], acc, label=f"{name} seed {seed}", **style)
     for ref, marker in zip(refs, "*^vDP"):
         axes[0].plot(ref["macs"] / 1e6, 100 * ref["test_acc"], marker, ms=10, color="k", label=ref["label"])
     axes[0].set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
