@@ -4,38 +4,24 @@
 
 A gate reading o1 decides per sample whether the stage's extra layers run. The routed share is set
 exactly by taking tau at the batch's g quantile, so the speed depends on that share only, not on
-training. For each share: measured speedup over the full network (every layer for every sample) and
-the ideal speedup from MACs; at batch 1 a sample either runs the layers or not; at larger batches
-the routed samples are gathered into a smaller batch, and the gather has a cost.
+training. For each share: measured speedup over the full network (every layer for every sample;
+routed and full passes alternate, median of the per-round ratios) and the ideal speedup from MACs;
+at batch 1 a sample either runs the layers or not; at larger batches the routed samples are
+gathered into a smaller batch, and the gather has a cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from memgate.analysis.tradeoff import paired_speedup
 from memgate.config import GateConfig, ModelConfig
 from memgate.models import build_model, macs_per_stage
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def _rate(net, xs: list[torch.Tensor], mode: str, tau: float, device, repeats: int) -> float:
-    def once() -> float:
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            for x in xs:
-                net(x, g_mode=mode, tau=tau)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    once()
-    return sum(len(x) for x in xs) / statistics.median(once() for _ in range(repeats))
 
 
 def main() -> None:
@@ -58,22 +44,12 @@ def main() -> None:
         xs = list(torch.randn(n, 3, 32, 32, device=device).split(b))
         with torch.no_grad():
             g = torch.cat([net(x).gates[a.gates[-1]].g for x in xs])
-        full = _rate(net, xs, "full", 0.5, device, a.repeats)
         for share in SHARES:
             tau = 1.01 if share == 0 else float(torch.quantile(g, 1 - share)) if share < 1 else 0.0
             routed = float((g >= tau).float().mean())
             macs = total - sum(skip.values()) * (1 - routed)  # every gate uses the same tau on similar g
-            rate = _rate(net, xs, "hard", tau, device, a.repeats)
-            rows.append(
-                {
-                    "batch": b,
-                    "routed": routed,
-                    "speedup": rate / full,
-                    "ideal": total / macs,
-                    "images_per_s": rate,
-                    "full_images_per_s": full,
-                }
-            )
+            timing = paired_speedup(net, xs, tau, a.repeats)
+            rows.append({"batch": b, "routed": routed, "ideal": total / macs, **timing})
     print(json.dumps({"device": str(device), "depth": a.depth, "gates": a.gates, "rows": rows}, indent=2))
 
 

@@ -49,22 +49,19 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     }
 
 
-def _timed(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repeats: int) -> dict[str, float]:
-    """Images/s of real hard routing at ``tau`` and its speedup over the full network (every extra layer
-    for every sample). Routed and full passes alternate, and the speedup is the median of the per-round
-    ratios, so a slow phase of a shared machine hits both sides of a ratio alike."""
-    from ..data.loader import normalize
-
-    n = min(len(x), 128 if batch == 1 else 4 * batch)
-    xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
-    batches = [xs[a : a + batch] for a in range(0, n, batch)]
+def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float | None, repeats: int) -> dict:
+    """Images/s of real hard routing at ``tau`` (None: the full network) and its speedup over the full
+    network (every extra layer for every sample). Routed and full passes alternate, and the speedup is
+    the median of the per-round ratios, so a slow phase of a shared machine hits both sides alike."""
+    n = sum(len(b) for b in batches)
+    cuda = batches[0].device.type == "cuda"
 
     def once(mode: str, t: float) -> float:
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in batches:
-                r.net(b, g_mode=mode, tau=t)
-        if r.device.type == "cuda":
+                net(b, g_mode=mode, tau=t)
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
@@ -76,6 +73,14 @@ def _timed(r: SavedRun, x: np.ndarray, batch: int, tau: float | None, repeats: i
         "full_images_per_s": n / float(np.median([b for _, b in rounds])),
         "speedup": float(np.median([b / a for a, b in rounds])),
     }
+
+
+def _timed(r: SavedRun, x: np.ndarray, batch: int, tau: float, repeats: int) -> dict:
+    from ..data.loader import normalize
+
+    n = min(len(x), 128 if batch == 1 else 4 * batch)
+    xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
+    return paired_speedup(r.net, list(xs.split(batch)), tau, repeats)
 
 
 def tradeoff(
