@@ -193,7 +193,10 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
 
 
 def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
-    head = "  tau   test acc  routed   MACs/img  ideal x  " + "  ".join(f"measured x (b={b})" for b in batch_sizes)
+    w = 5 * len(result["points"][0]["test_routed"]) - 1 + 2  # "100%" per gated stage, "/" between
+    head = f"  tau   test acc  {'routed':>{w}s}    MACs/img  ideal x  " + "  ".join(
+        f"measured x (b={b})" for b in batch_sizes
+    )
     lines = [
         f"{result['run']}: full network {result['macs_full']:,d} MACs, soft gate test acc "
         f"{100 * result['soft_gate']['test_acc']:.2f}%",
@@ -206,7 +209,7 @@ def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
         meas = "  ".join(f"{r['speedup'][b]:>17.2f}" for b in batch_sizes)
         slower |= {b for b in batch_sizes if r["speedup"][b] < 1 and r["test_macs"] < result["macs_full"]}
         acc, macs = f"{100 * r['test_acc']:7.2f}%", f"{r['test_macs']:>9,.0f}"
-        lines.append(f"  {r['tau']:<5.2f} {acc}  {routed:>7s}  {macs}  {ideal:6.2f}  {meas}")
+        lines.append(f"  {r['tau']:<5.2f} {acc}  {routed:>{w}s}  {macs}  {ideal:6.2f}  {meas}")
     for b in sorted(slower):
         lines.append(
             f"  note: at batch size {b}, real routing is SLOWER than the full network at some tau "
