@@ -49,8 +49,8 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     }
 
 
-def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float | None, repeats: int) -> dict:
-    """Images/s of real hard routing at ``tau`` (None: the full network) and its speedup over the full
+def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int) -> dict:
+    """Images/s of real hard routing at ``tau`` and its speedup over the full
     network (every extra layer for every sample). Routed and full passes alternate, and the speedup is
     the median of the per-round ratios, so a slow phase of a shared machine hits both sides alike."""
     n = sum(len(b) for b in batches)
@@ -65,9 +65,8 @@ def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    routed = ("full", 0.5) if tau is None else ("hard", tau)
-    once(*routed), once("full", 0.5)  # warm-up
-    rounds = [(once(*routed), once("full", 0.5)) for _ in range(repeats)]
+    once("hard", tau), once("full", 0.5)  # warm-up
+    rounds = [(once("hard", tau), once("full", 0.5)) for _ in range(repeats)]
     return {
         "images_per_s": n / float(np.median([a for a, _ in rounds])),
         "full_images_per_s": n / float(np.median([b for _, b in rounds])),
@@ -75,12 +74,13 @@ def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float
     }
 
 
-def _timed(r: SavedRun, x: np.ndarray, batch: int, tau: float, repeats: int) -> dict:
+def _timing_batches(r: SavedRun, x: np.ndarray, batch: int) -> list[torch.Tensor]:
+    """The timed images (128 at batch 1, four batches otherwise), normalised on the run's device."""
     from ..data.loader import normalize
 
     n = min(len(x), 128 if batch == 1 else 4 * batch)
     xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
-    return paired_speedup(r.net, list(xs.split(batch)), tau, repeats)
+    return list(xs.split(batch))
 
 
 def tradeoff(
@@ -108,12 +108,13 @@ def tradeoff(
     total, skip = macs_per_stage(r.net)
     test = (r.dataset.x_test, r.dataset.y_test)
     val = (r.data.val_x.cpu().numpy(), r.data.val_y.cpu().numpy()) if len(r.data.val_y) else None
+    timed = {b: _timing_batches(r, test[0], b) for b in batch_sizes}
     rows = []
     for tau in taus:
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
         if val is not None:
             row["val_acc"] = _point(r, *val, tau, total, skip)["acc"]
-        timings = {b: _timed(r, test[0], b, tau, repeats) for b in batch_sizes}
+        timings = {b: paired_speedup(r.net, timed[b], tau, repeats) for b in batch_sizes}
         row.update({f"images_per_s_b{b}": t["images_per_s"] for b, t in timings.items()})
         row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
         row["full_images_per_s"] = {b: t["full_images_per_s"] for b, t in timings.items()}
