@@ -97,6 +97,10 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert main(["tradeoff", str(o2)]) == 2  # an o2 gate: one line, no curve
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "reads o2" in err and "can skip nothing" in err
+    assert main(["analyze", str(run)]) == 0  # analyze's hard-gate line: a saving only where one is real
+    assert "a hard gate would skip the extra layers" in capsys.readouterr().out
+    assert main(["analyze", str(o2)]) == 0
+    assert "reads o2 (the extra layers' output), so a hard gate cannot skip them" in capsys.readouterr().out
 
     text = report(grid, tmp_path / "rep").read_text()  # the grid report gathers every run's tradeoff.json
     section = text.split("## Accuracy against compute")[1].split("\n## ")[0]

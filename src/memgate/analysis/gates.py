@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import load_config
 from ..errors import MemgateError
 from ..train.evaluate import run_dataset
-from ..train.rundir import G_HIST_PNG, GATES, read_gates, read_summary
+from ..train.rundir import CONFIG, G_HIST_PNG, GATES, read_gates, read_summary
 from .figures import colormap, image_grid, save, subplots
 
 BINS = np.linspace(0.0, 1.0, 51)
@@ -162,13 +163,21 @@ def analyze_gates(run: Path, out_dir: Path) -> list[str]:
     s = read_summary(run)
     if s is not None and f"test_g_b{stage}" in gates:
         skip = float((gates[f"test_g_b{stage}"].astype(np.float32) <= 0.5).mean())
-        lines.append(
-            f"  a hard gate would skip the extra layers for {100 * skip:.1f}% of test images: "
-            f"{100 * skip * s['macs_skippable'] / s['macs']:.1f}% of the MACs"
-        )
+        lines.append(_hard_gate_line(run, skip, skip * s["macs_skippable"] / s["macs"]))
     lines += _image_lines(run, gates, stage, out_dir)
     lines.append(f"  figures in {out_dir}")
     return lines
+
+
+def _hard_gate_line(run: Path, skip: float, saved: float) -> str:
+    """What rounding g would skip; a gate reading o2 needs the extra layers to compute g, so it skips nothing."""
+    if load_config(run / CONFIG).gate.input == "first_unit":
+        pct = f"{100 * skip:.1f}% of test images: {100 * saved:.1f}% of the MACs"
+        return f"  a hard gate would skip the extra layers for {pct}"
+    return (
+        f"  g <= 0.5 for {100 * skip:.1f}% of test images, but this gate reads o2 (the extra layers' output), "
+        f"so a hard gate cannot skip them; gate.input=first_unit can ({100 * saved:.1f}% of the MACs here)"
+    )
 
 
 def _image_lines(run: Path, gates: dict[str, np.ndarray], stage: int, out_dir: Path) -> list[str]:
