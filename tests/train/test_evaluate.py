@@ -17,6 +17,8 @@ def test_eval_command_reproduces_final_test_accuracy(npz, tmp_path, capsys):
     g = np.load(tmp_path / "run" / "gates.npz")["test_g_b3"].astype(np.float32)
     assert abs(res["g_b3"]["mean"] - g.mean()) < 1e-3
     assert 0 <= res["hard_gate_compute_saving"] <= 1
+    assert main(["analyze", str(tmp_path / "run")]) == 0  # an o1 gate: the skip is real, and said so
+    assert "a hard gate would skip the extra layers" in capsys.readouterr().out
     # With g forced to 0 the extra layers never run; hard routing gives g in {0, 1}.
     assert main(["eval", str(tmp_path / "run"), "--g-mode", "skip", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["g_b3"]["mean"] == 0.0

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import load_config
 from ..errors import MemgateError
-from ..train.evaluate import run_dataset
+from ..train.evaluate import hard_gate_line, run_dataset
 from ..train.rundir import CONFIG, G_HIST_PNG, GATES, read_gates, read_summary
 from .figures import colormap, image_grid, save, subplots
 
@@ -161,23 +161,13 @@ def analyze_gates(run: Path, out_dir: Path) -> list[str]:
         plot_noisy_vs_clean(gates, out_dir / "noisy_vs_clean.png", stage)
     plot_g_histograms(run / GATES, out_dir / G_HIST_PNG, stage)
     s = read_summary(run)
-    if s is not None and f"test_g_b{stage}" in gates:
+    if s is not None and f"test_g_b{stage}" in gates and len(gates["stages"]) == 1:  # one gate: one skip share
         skip = float((gates[f"test_g_b{stage}"].astype(np.float32) <= 0.5).mean())
-        lines.append(_hard_gate_line(run, skip, skip * s["macs_skippable"] / s["macs"]))
+        gate_input = load_config(run / CONFIG).gate.input
+        lines.append(hard_gate_line(gate_input, skip, skip * s["macs_skippable"] / s["macs"]))
     lines += _image_lines(run, gates, stage, out_dir)
     lines.append(f"  figures in {out_dir}")
     return lines
-
-
-def _hard_gate_line(run: Path, skip: float, saved: float) -> str:
-    """What rounding g would skip; a gate reading o2 needs the extra layers to compute g, so it skips nothing."""
-    if load_config(run / CONFIG).gate.input == "first_unit":
-        pct = f"{100 * skip:.1f}% of test images: {100 * saved:.1f}% of the MACs"
-        return f"  a hard gate would skip the extra layers for {pct}"
-    return (
-        f"  g <= 0.5 for {100 * skip:.1f}% of test images, but this gate reads o2 (the extra layers' output), "
-        f"so a hard gate cannot skip them; gate.input=first_unit can ({100 * saved:.1f}% of the MACs here)"
-    )
 
 
 def _image_lines(run: Path, gates: dict[str, np.ndarray], stage: int, out_dir: Path) -> list[str]:

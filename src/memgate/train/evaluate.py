@@ -125,12 +125,19 @@ def _gate_lines(r: SavedRun, gs: dict[int, Tensor], out: dict[str, Any]) -> list
         skip = (next(iter(gs.values())) <= 0.5).float().mean().item()
         saved = skip * summary["macs_skippable"] / summary["macs"]
         out["hard_gate_compute_saving"] = saved
-        lines.append(
-            f"  a hard gate (g rounded) would skip the extra layers for {100 * skip:.1f}% of images, "
-            f"saving {100 * saved:.1f}% of MACs"
-            + ("" if r.cfg.gate.input == "first_unit" else " (realisable only with gate.input=first_unit)")
-        )
+        lines.append(hard_gate_line(r.cfg.gate.input, skip, saved))
     return lines
+
+
+def hard_gate_line(gate_input: str, skip: float, saved: float) -> str:
+    """What rounding a single gate's g would skip (``skip``: share of images with g <= 0.5, ``saved``:
+    share of MACs). A gate reading o2 needs the extra layers to compute g, so it can skip nothing."""
+    if gate_input == "first_unit":
+        return f"  a hard gate would skip the extra layers for {100 * skip:.1f}% of images ({100 * saved:.1f}% of MACs)"
+    return (
+        f"  g <= 0.5 for {100 * skip:.1f}% of images, but this gate reads o2 (the extra layers' output), "
+        f"so a hard gate cannot skip them; gate.input=first_unit can ({100 * saved:.1f}% of the MACs here)"
+    )
 
 
 def run_dataset(run: str | Path) -> Dataset:
