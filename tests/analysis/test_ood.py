@@ -45,6 +45,9 @@ def test_ood_against_itself_is_chance_and_other_sources_are_scored(run, npz, tmp
     for k, v in res["ood"][str(npz)]["scores"].items():
         assert v["auroc"] == pytest.approx(0.5), k
     assert res["ood"]["gaussian"]["n"] == 128 and "| energy |" in (run / "ood.md").read_text()
+    # Results get committed: the in-distribution archive is named by its file, not its absolute path.
+    assert res["in_distribution"].endswith(f"({npz.name}, test, 128)")
+    assert str(npz.parent) not in res["in_distribution"]
 
 
 def test_ood_images_that_are_not_32x32_rgb_are_refused(run, tmp_path, capsys):

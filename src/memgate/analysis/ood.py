@@ -48,7 +48,9 @@ def run_ood(run: str | Path, sources: list[str], out: str | Path | None = None, 
     r = open_run(run, device=device)
     test_x = r.dataset.x_test
     inside = ood_scores(predict(r, test_x))
-    result: dict = {"run": str(run), "in_distribution": f"{r.dataset.source} (test, {len(test_x):,d})", "ood": {}}
+    # The archive's file name, not its resolved path: results get committed and shared.
+    inside_name = f"{r.dataset.name} ({Path(r.dataset.source).name}, test, {len(test_x):,d})"
+    result: dict = {"run": str(run), "in_distribution": inside_name, "ood": {}}
     for src in sources:
         images = synthetic_images(src, len(test_x)) if src in SYNTHETIC else load_dataset(src).x_test
         outside = ood_scores(predict(r, images))
