@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ("noise", 8, 2),
         ("adaptive", 3, 2),
         ("noise_clean", 3, 1),
+        ("flat_gate", 2, 1),
     ],
 )
 def test_shipped_grids_expand_and_validate(name, variants, seeds):
