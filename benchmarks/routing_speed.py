@@ -1,6 +1,6 @@
 """Wall-clock of real hard routing against the full network, at chosen shares of routed samples.
 
-    python -m benchmarks.routing_speed [--depth 20] [--gates 3] [--batch-sizes 1 256] [--device cpu]
+    python -m benchmarks.routing_speed [--depth 20] [--gates 3] [--batch-sizes 1 256] [--device cpu] [--no-amp]
 
 A gate reading o1 decides per sample whether the stage's extra layers run. The routed share is set
 exactly by taking tau at the batch's g quantile, so the speed depends on that share only, not on
@@ -20,6 +20,7 @@ import torch
 from memgate.analysis.tradeoff import paired_speedup
 from memgate.config import GateConfig, ModelConfig
 from memgate.models import build_model, macs_per_stage
+from memgate.train.precision import autocast, resolve_precision
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -31,8 +32,10 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-amp", action="store_true", help="fp32 even where the device has native bf16")
     a = p.parse_args()
     device = torch.device(a.device)
+    precision = resolve_precision(device, not a.no_amp)[0]
     torch.manual_seed(0)
     gate = GateConfig(hidden=tuple(512 if s == 3 else 216 for s in a.gates), input="first_unit", g="normalized")
     net = build_model(ModelConfig(depth=a.depth, gates=tuple(a.gates)), gate).to(device).eval()
@@ -48,9 +51,13 @@ def main() -> None:
             tau = 1.01 if share == 0 else float(torch.quantile(g, 1 - share)) if share < 1 else 0.0
             routed = float((g >= tau).float().mean())
             macs = total - sum(skip.values()) * (1 - routed)  # every gate uses the same tau on similar g
-            timing = paired_speedup(net, xs, tau, a.repeats)
+            timing = paired_speedup(net, xs, tau, a.repeats, autocast(device, precision))
             rows.append({"batch": b, "routed": routed, "ideal": total / macs, **timing})
-    print(json.dumps({"device": str(device), "depth": a.depth, "gates": a.gates, "rows": rows}, indent=2))
+    print(
+        json.dumps(
+            {"device": str(device), "precision": precision, "depth": a.depth, "gates": a.gates, "rows": rows}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

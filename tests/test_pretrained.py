@@ -1,5 +1,7 @@
 """`memgate import` of the akamaster CIFAR ResNet layout, and fitting a gate on a frozen network."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,15 @@ from memgate.config import ModelConfig
 from memgate.models import build_model
 from memgate.train import checkpoint as ckpt_io
 
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained"
+PUBLISHED = {20: "91.73", 32: "92.62", 44: "93.11", 56: "93.39"}  # ../shared/pretrained/README.md
+BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # the real files have no num_batches_tracked
+
 
 def akamaster_file(path, depth=20, classes=10, seed=0):
-    """A checkpoint in akamaster/pytorch_resnet_cifar10's layout with random weights and BN statistics;
-    returns it and the same weights under memgate's names (put in by hand)."""
+    """A checkpoint in akamaster/pytorch_resnet_cifar10's layout with random weights and BN statistics,
+    saved like the real files (no BatchNorm counters); returns it and the same weights under memgate's
+    names (put in by hand)."""
     torch.manual_seed(seed)
     net = build_model(ModelConfig(depth=depth, shortcut="A", num_classes=classes))
     with torch.no_grad():
@@ -27,14 +34,14 @@ def akamaster_file(path, depth=20, classes=10, seed=0):
     sd = net.state_dict()
     n = (depth - 2) // 6
     theirs = {"conv1.weight": sd["stem.weight"], "linear.weight": sd["fc.weight"], "linear.bias": sd["fc.bias"]}
-    for f in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+    for f in BN_FIELDS:
         theirs[f"bn1.{f}"] = sd[f"stem_bn.{f}"]
     for s in range(3):
         for u in range(n):
             mine = f"stages.{s}.first" if u == 0 else f"stages.{s}.rest.{u - 1}"
             for j in range(2):
                 theirs[f"layer{s + 1}.{u}.conv{j + 1}.weight"] = sd[f"{mine}.convs.{j}.weight"]
-                for f in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                for f in BN_FIELDS:
                     theirs[f"layer{s + 1}.{u}.bn{j + 1}.{f}"] = sd[f"{mine}.bns.{j}.{f}"]
     torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.items()}, "best_prec1": 91.73}, path)
     return theirs, net
@@ -78,6 +85,10 @@ def _mutations(theirs):
         "uneven stages": ({"state_dict": uneven}, "units in stages 1-3"),
         "unknown layout": ({"state_dict": {"features.0.weight": torch.zeros(3)}}, "not a known layout"),
         "no tensors": ({"state_dict": {"a": 1}}, "no state dict of tensors"),
+        "some BN counters": (
+            {"state_dict": {**theirs, "bn1.num_batches_tracked": torch.tensor(5)}},
+            "num_batches_tracked for 1 of its 19 BatchNorm layers",
+        ),
     }
 
 
@@ -92,6 +103,24 @@ def test_bad_checkpoints_are_one_line_errors_and_write_nothing(tmp_path, capsys)
         assert not (tmp_path / "out").exists(), what
     assert main(["import", str(tmp_path / "r.th"), "-o", str(tmp_path / "out"), "model.gates=[3]"]) == 2
     assert "cannot change that" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_file_with_every_bn_counter_imports_too(tmp_path):
+    theirs, hand = akamaster_file(tmp_path / "r.th")
+    counters = {k.replace("running_var", "num_batches_tracked"): torch.tensor(7) for k in theirs if "running_var" in k}
+    torch.save({"state_dict": {**theirs, **counters}}, tmp_path / "new.th")
+    assert main(["import", str(tmp_path / "new.th"), "-o", str(tmp_path / "run")]) == 0
+    assert int(ckpt_io.load(tmp_path / "run")["model"]["stem_bn.num_batches_tracked"]) == 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", sorted(PUBLISHED))
+def test_the_real_public_files_import_and_score_their_published_accuracy(tmp_path, capsys, shared_cifar10, depth):
+    (path,) = REAL.glob(f"resnet{depth}-*.th")
+    assert main(["import", str(path), "-o", str(tmp_path / "run")]) == 0
+    assert main(["eval", str(tmp_path / "run"), "--data", str(shared_cifar10)]) == 0
+    out = capsys.readouterr().out
+    assert f"test accuracy {PUBLISHED[depth]}% (g mode soft, fp32)" in out, out
 
 
 def _backbone(net):

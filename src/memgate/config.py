@@ -79,7 +79,10 @@ class TrainConfig:
     warmup_lr: float = 0.01
     gate_iters: int = 1  # k: gate steps per model step (the model steps on every k-th batch)
     init: str = "scratch"  # "scratch" or a baseline run directory / checkpoint to copy
-    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (else fp32); false: fp32
+    # what train.amp resolved to when the run started ("bf16" or "fp32"), written by memgate into
+    # the run's config; "" = resolve on this machine. A run resumes only in the precision it began in.
+    precision: Literal["", "bf16", "fp32"] = ""
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (~1.3-1.7x) and GPU
     compile: bool = False  # torch.compile the model
     eval_every: int = 1  # evaluate val/test every N epochs (and always after the last one)
@@ -330,6 +333,8 @@ def validate(cfg: Config) -> None:
     _positive("gate_optim.weight_decay", go.weight_decay, allow_zero=True)
     if list(t.milestones) != sorted(set(t.milestones)) or any(e < 1 for e in t.milestones):
         raise ConfigError(f"config: train.milestones={list(t.milestones)} must be increasing epochs >= 1")
+    if t.precision == "bf16" and not t.amp:
+        raise ConfigError("config: train.precision=bf16 contradicts train.amp=false; leave train.precision empty")
     if t.init != "scratch" and not m.gates:
         raise ConfigError(
             "config: train.init names a baseline to copy, which only makes sense for a gated model "

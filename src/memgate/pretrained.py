@@ -5,7 +5,9 @@ Known format (detected by its keys): akamaster/pytorch_resnet_cifar10, the publi
 ``state_dict`` (keys prefixed ``module.`` by DataParallel; a bare state dict is accepted too):
 ``conv1.weight``, ``bn1.*``, ``layer{1,2,3}.{i}.conv{1,2}.weight``, ``layer{s}.{i}.bn{1,2}.*``,
 ``linear.{weight,bias}``. The depth follows from the number of units and is checked; every key and
-shape must match exactly, else nothing is written.
+shape must match exactly, else nothing is written. The real files were saved by a PyTorch older than
+BatchNorm's ``num_batches_tracked`` counter: a file with no counter at all gets it filled in (0, as
+``BatchNorm2d`` itself does when it loads such a state dict; with a fixed momentum it is never read).
 """
 
 from __future__ import annotations
@@ -63,9 +65,25 @@ def detect(sd: dict[str, torch.Tensor], path: Path) -> tuple[int, int]:
     return 6 * counts[1] + 2, int(sd["linear.weight"].shape[0])
 
 
+def _fill_bn_counters(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Add ``num_batches_tracked`` beside every BN's ``running_var`` in a file saved before the counter
+    existed; a file holding some counters but not all is damaged, not old."""
+    bns = sorted({k.rsplit(".", 1)[0] for k in sd if k.startswith("bn1.") or re.match(r"layer\d\.\d+\.bn", k)})
+    have = [b for b in bns if f"{b}.num_batches_tracked" in sd]
+    if have and len(have) != len(bns):
+        raise CheckpointError(
+            f"import: {path} has num_batches_tracked for {len(have)} of its {len(bns)} BatchNorm layers; "
+            "the file is damaged (re-download it)"
+        )
+    if have:
+        return sd
+    return {**sd, **{f"{b}.num_batches_tracked": torch.tensor(0, dtype=torch.long) for b in bns}}
+
+
 def convert(sd: dict[str, torch.Tensor], path: Path, cfg: Config) -> dict[str, torch.Tensor]:
     """Rename every key to memgate's and check it against a freshly built network of ``cfg``."""
     expected = build_model(cfg.model, cfg.gate).state_dict()
+    sd = _fill_bn_counters(sd, path)
     out, extra = {}, []
     for k, v in sd.items():
         mk = _memgate_key(k)
@@ -115,7 +133,10 @@ def _config(depth: int, classes: int, out: Path, overrides: list[str] | tuple[st
     dataset = {10: "cifar10", 100: "cifar100"}.get(classes, "cifar10")
     fixed = [f"model.depth={depth}", 'model.shortcut="A"', f"model.num_classes={classes}"]
     base = [*fixed, 'model.block="basic"', "model.preact=false", "model.gates=[]", "gate.hidden=[]"]
-    cfg = load_config(None, [*base, 'data.normalize="imagenet"', f'data.dataset="{dataset}"', *overrides, f"out={out}"])
+    # train.amp=false: the weights were trained in fp32, so eval reproduces the published accuracy exactly
+    # (bf16 moves it by a few images); a gated run initialised from it has a config of its own.
+    known = [*base, 'data.normalize="imagenet"', f'data.dataset="{dataset}"', "train.amp=false"]
+    cfg = load_config(None, [*known, *overrides, f"out={out}"])
     if cfg.model != load_config(None, base).model:
         raise ConfigError(
             f"import: the file is an ungated option-A ResNet-{depth} with {classes} classes; model.* overrides "

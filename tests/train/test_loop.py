@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path, capsys):
     assert summary["best_val_acc"] == max(r["val_acc"] for r in rows)
     assert summary["noisy_train"] == int(g["noisy"].sum())
     saved = load_config(out / "config.toml")
-    assert saved == cfg
+    assert saved.train.precision == summary["precision"] in ("bf16", "fp32")  # what ran, recorded
+    assert saved == dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=saved.train.precision))
     # memgate analyze: noisy vs clean g, Figure 2, the hardest images.
     assert main(["analyze", str(out), "-o", str(tmp_path / "an")]) == 0
     for name in ("g_hist.png", "noisy_vs_clean.png", "top_g.png"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     }
 
 
-def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int) -> dict:
+def paired_speedup(
+    net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int, autocast: AbstractContextManager
+) -> dict:
     """Images/s of real hard routing at ``tau`` and its speedup over the full
     network (every extra layer for every sample). Routed and full passes alternate, and the speedup is
     the median of the per-round ratios, so a slow phase of a shared machine hits both sides alike."""
@@ -58,7 +61,7 @@ def paired_speedup(net: torch.nn.Module, batches: list[torch.Tensor], tau: float
 
     def once(mode: str, t: float) -> float:
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             for b in batches:
                 net(b, g_mode=mode, tau=t)
         if cuda:
@@ -114,7 +117,7 @@ def tradeoff(
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
         if val is not None:
             row["val_acc"] = _point(r, *val, tau, total, skip)["acc"]
-        timings = {b: paired_speedup(r.net, timed[b], tau, repeats) for b in batch_sizes}
+        timings = {b: paired_speedup(r.net, timed[b], tau, repeats, r.autocast()) for b in batch_sizes}
         row.update({f"images_per_s_b{b}": t["images_per_s"] for b, t in timings.items()})
         row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
         row["full_images_per_s"] = {b: t["full_images_per_s"] for b, t in timings.items()}

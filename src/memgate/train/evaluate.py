@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,17 @@ from ..errors import DataError
 from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
 from .distributed import pick_device
+from .precision import autocast, resolve_precision
 
 EVAL_BATCH = 256  # larger batches run slower on a CPU (cache) and gain nothing on a GPU at this size
 
 
-def autocast_for(device: torch.device, cfg: Config) -> AbstractContextManager:
-    """bf16 autocast on CUDA when ``train.amp``; plain fp32 elsewhere."""
-    if device.type == "cuda" and cfg.train.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def eval_precision(device: torch.device, cfg: Config) -> str:
+    """A saved run is evaluated in the precision it trained in where ``device`` can: an fp32 run (or
+    an imported network) in fp32, a bf16 run in bf16, falling back to fp32 without native bf16."""
+    if cfg.train.precision == "fp32":
+        return "fp32"
+    return resolve_precision(device, cfg.train.amp)[0]
 
 
 @torch.no_grad()
@@ -71,6 +73,10 @@ class SavedRun:
     dataset: Dataset
     data: DeviceData
     device: torch.device
+    precision: str  # 'bf16' or 'fp32': what its evaluations here compute in (eval_precision)
+
+    def autocast(self) -> AbstractContextManager:
+        return autocast(self.device, self.precision)
 
 
 def open_run(run: str | Path, data_path: str | None = None, device: str = "auto") -> SavedRun:
@@ -89,7 +95,7 @@ def open_run(run: str | Path, data_path: str | None = None, device: str = "auto"
     if ds.num_classes != cfg.model.num_classes:
         raise DataError(f"data: {ds.source} has {ds.num_classes} classes, the model {cfg.model.num_classes}")
     data = DeviceData(ds, make_split(ds, dcfg), *normalization(dcfg, ds.name), dev)
-    return SavedRun(path, c, replace(cfg, data=dcfg), net, ds, data, dev)
+    return SavedRun(path, c, replace(cfg, data=dcfg), net, ds, data, dev, eval_precision(dev, cfg))
 
 
 def evaluate_run(
@@ -97,14 +103,17 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Test accuracy and gate statistics of a run directory or checkpoint."""
     r = open_run(run, data_path, device)
-    res = evaluate(r.net, r.data, "test", autocast_for(r.device, r.cfg), g_mode=g_mode)
+    res = evaluate(r.net, r.data, "test", r.autocast(), g_mode=g_mode)
     out: dict[str, Any] = {
         "checkpoint_epoch": r.ckpt["epoch"],
         "test_acc": res["acc"],
         "test_loss": res["loss"],
         "g_mode": g_mode,
+        "precision": r.precision,
     }
-    lines = [f"{r.path}: epoch {r.ckpt['epoch']}, test accuracy {100 * res['acc']:.2f}% (g mode {g_mode})"]
+    lines = [
+        f"{r.path}: epoch {r.ckpt['epoch']}, test accuracy {100 * res['acc']:.2f}% (g mode {g_mode}, {r.precision})"
+    ]
     if r.cfg.model.gates:
         lines += _gate_lines(r, res["g"], out)
     out["text"] = "\n".join(lines)
@@ -162,7 +171,7 @@ def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft", tau: float = 
     ``tau`` as in ``CifarResNet.forward``)."""
     net, dev = r.net.eval(), r.device
     logits, gate_logits, gs = [], {}, {}
-    with autocast_for(dev, r.cfg):
+    with r.autocast():
         for a in range(0, len(images), EVAL_BATCH):
             x = torch.from_numpy(np.ascontiguousarray(images[a : a + EVAL_BATCH])).to(dev)
             out = net(normalize(x, r.data.mean, r.data.std), g_mode=g_mode, tau=tau)

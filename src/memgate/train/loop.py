@@ -29,8 +29,9 @@ from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
 from . import rundir
 from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
-from .evaluate import autocast_for, evaluate
+from .evaluate import evaluate
 from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
+from .precision import autocast, with_precision
 from .recipe import freeze_bn, gate_lr, make_optimizers, model_lr, set_lr, train_step
 from .signals import SampleSignals, probs_epochs, signal_names
 from .state import EpochTotals, RunState
@@ -42,9 +43,10 @@ class Trainer:
     """Owns one run: data, model, optimizers, state; ``fit`` runs the remaining epochs."""
 
     def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None, fresh: bool = True):
-        self.cfg = cfg
-        self.out = Path(cfg.out)
         self.device = device or pick_device(cfg.device)
+        self.cfg, self.precision_note = with_precision(cfg, self.device)
+        cfg = self.cfg
+        self.out = Path(cfg.out)
         self.dist = world or init_distributed(self.device)
         self.tty = sys.stderr.isatty() and self.dist.main
         self._load_data()
@@ -56,7 +58,7 @@ class Trainer:
         self.net.to(self.device, memory_format=memory_format)
         self.model = torch.compile(self.net) if cfg.train.compile else self.net
         self.model_opt, self.gate_opt = make_optimizers(self.net, cfg)
-        self.autocast = autocast_for(self.device, cfg)
+        self.autocast = autocast(self.device, cfg.train.precision)
         self.stages = list(cfg.model.gates)
         self.state = RunState()
         names = signal_names(self.stages)
@@ -100,7 +102,8 @@ class Trainer:
                 self.samples.load(s.samples)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise CheckpointError(f"checkpoint: {path} has damaged per-sample signals ({e}); delete it") from None
-        self.log(f"resuming {self.out} at epoch {s.epoch}" + (f", batch {s.batch}" if s.batch else ""))
+        at = f"epoch {s.epoch}" + (f", batch {s.batch}" if s.batch else "")
+        self.log(f"resuming {self.out} at {at} ({self.precision_note})")
         if self.dist.main and s.epoch:
             self._write_epoch_files()  # a kill between the checkpoint and these files left them behind
 
@@ -325,6 +328,7 @@ class Trainer:
             "dataset": self.dataset_name,
             "n_train": self.data.n_train,
             "noisy_train": int(self.split.noisy.sum()),
+            "precision": self.cfg.train.precision,
             **{k: v for k, v in architecture_summary(self.net).items() if k.startswith(("params", "macs"))},
         }
         summary = run_summary(self.state.metrics, extra)
@@ -342,19 +346,20 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
     deleted only once the new run is ready to start (data loaded, model built)."""
     out = Path(cfg.out)
     device = pick_device(cfg.device)
+    cfg, _ = with_precision(cfg, device)  # the run's config states the precision it computes in
     world = init_distributed(device)
     with rundir.lock(out) if world.main else nullcontext():
         state = _agreed_run_state(cfg, force, world)
         if state == "done":
             return _report_finished(out)
         trainer = Trainer(cfg, device, world, fresh=state != "resume")
+        if state == "resume":
+            trainer.restore()  # before the config is rewritten: a damaged checkpoint changes no file
         if trainer.dist.main:
             if state == "replace":
                 rundir.clear(out)
             rundir.write_config(out, cfg)
-        if state == "resume":
-            trainer.restore()
-        else:
+        if state != "resume":
             trainer.log(_start_line(trainer))
         return trainer.fit()
 
@@ -370,7 +375,8 @@ def _start_line(trainer: Trainer) -> str:
     s, cfg = architecture_summary(trainer.net), trainer.cfg
     return (
         f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
-        f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} -> {cfg.out}"
+        f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} "
+        f"({trainer.precision_note}) -> {cfg.out}"
     )
 
 

@@ -38,6 +38,7 @@ OOD = "ood.json"  # written by `memgate ood` (default: into the run)
 TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the run)
 RUN_FILES = (CONFIG, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
+UNRECORDED = "train.precision"  # "" in a config that was written before a run resolved it
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -64,6 +65,8 @@ def config_difference(cfg: Config, cfg_file: Path) -> list[tuple[str, Any, Any]]
     except ConfigError:
         old = {"<unreadable config.toml>": True}
     new = _result_keys(cfg)
+    if "" in (old.get(UNRECORDED), new.get(UNRECORDED)):  # a config written before the run chose it
+        old.pop(UNRECORDED, None), new.pop(UNRECORDED, None)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
