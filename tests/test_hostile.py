@@ -312,9 +312,9 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(npz, finished, tmp_
     (tmp_path / "fresh.toml").write_text(tiny(npz, tmp_path / "fresh").to_toml())
     err = fails_cleanly(capsys, ["train", "-c", tmp_path / "fresh.toml"], "No space left on device")
     assert "free disk space" in err
-    run = tmp_path / "run"  # an unfinished run: resuming must rewrite its files, and cannot
+    run = tmp_path / "run"  # a run without its summary: resuming must rewrite its files, and cannot
     run.mkdir()
-    for name in ("checkpoint.pt", "metrics.jsonl"):
+    for name in ("checkpoint.pt", "metrics.jsonl", "gates.npz", "signals.npz"):
         (run / name).write_bytes((finished / name).read_bytes())
     (run / "config.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
     (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
@@ -379,9 +379,13 @@ def test_corrupt_summary_grid_and_gates_files(npz, finished, tmp_path, capsys):
     (run / "config.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
     (run / "gates.npz").write_bytes(b"PK\x03\x04 not a zip")
     fails_cleanly(capsys, ["analyze", run], "gates.npz is damaged", root=run)
-    # train on a run whose summary.json is damaged: rebuilt from the checkpoint, nothing retrained.
+    # train on a run whose summary.json is damaged: rebuilt from the checkpoint and its final npz
+    # files, nothing retrained; with those damaged too, the histories are lost: a one-line error.
     (run / "summary.json").write_text("{")
     (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "lost its per-sample histories", root=run)
+    for name in ("gates.npz", "signals.npz"):
+        (run / name).write_bytes((finished / name).read_bytes())
     assert main(["train", "-c", str(tmp_path / "c.toml")]) == 0
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
     assert ckpt_io.load(run)["epoch"] == 1

@@ -79,3 +79,15 @@ def test_baseline_init_copies_backbone_exactly_and_leaves_gate_fresh(npz, tmp_pa
     deeper = tiny(npz, tmp_path / "g20", "model.depth=20", f"train.init={tmp_path / 'base'}")
     with pytest.raises(CheckpointError, match="does not match the model"):
         training.Trainer(deeper)
+
+
+def test_checkpoint_size_does_not_grow_with_the_epochs(npz, tmp_path):
+    """The per-sample histories are appended to history/, not carried in every checkpoint: a run of 4
+    epochs checkpoints what a run of 1 does, plus 3 metrics rows."""
+    sizes = {}
+    for epochs in (1, 4):
+        cfg = tiny(npz, tmp_path / f"e{epochs}", f"train.epochs={epochs}", "train.eval_every=100")
+        training.train(cfg)
+        sizes[epochs] = (tmp_path / f"e{epochs}" / "checkpoint.pt").stat().st_size
+    per_epoch_history = 6 * (512 - 64) * 2  # 5 signals + g, float16, N samples
+    assert abs(sizes[4] - sizes[1]) < per_epoch_history, sizes

@@ -37,7 +37,6 @@ def build(
         "iteration": s.iteration,
         "totals": s.totals.state() if s.totals else None,
         "g_epoch": s.g_epoch.cpu() if s.g_epoch is not None else None,
-        "g_hist": s.g_hist,
         "metrics": s.metrics,
         "train_time": s.train_time,
         "last_eval": s.last_eval,
@@ -73,10 +72,10 @@ def restore(
         s = RunState(epoch=_count(c, "epoch"), batch=_count(c, "batch"), iteration=_count(c, "iteration"))
         s.totals = EpochTotals.from_state(c["totals"], device) if c["totals"] else None
         s.g_epoch = c["g_epoch"].to(device) if c["g_epoch"] is not None else None
-        s.g_hist, s.metrics, s.train_time = c["g_hist"], list(c["metrics"]), float(c["train_time"])
+        s.metrics, s.train_time = list(c["metrics"]), float(c["train_time"])
         s.last_eval = dict(c.get("last_eval") or {})
         s.samples = dict(c.get("samples") or {})
-        if len(s.metrics) != s.epoch or (s.epoch and s.g_hist is not None and len(s.g_hist) < s.epoch):
+        if len(s.metrics) != s.epoch:
             raise ValueError("progress fields disagree")
         set_rng_state(c["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:

@@ -31,6 +31,7 @@ from . import rundir
 from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
 from .evaluate import evaluate
 from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
+from .history import History, read_rows
 from .precision import autocast, with_precision
 from .recipe import freeze_bn, gate_lr, make_optimizers, model_lr, set_lr, train_step
 from .signals import SampleSignals, probs_epochs, signal_names
@@ -62,7 +63,9 @@ class Trainer:
         self.stages = list(cfg.model.gates)
         self.state = RunState()
         names = signal_names(self.stages)
-        self.samples = SampleSignals(names, self.data.n_train, cfg.train.epochs, probs_epochs(cfg), self.device)
+        self.samples = SampleSignals(names, self.data.n_train, probs_epochs(cfg), self.device)
+        self.g_names = [f"g_b{st}" for st in self.stages]
+        self.history = History(self.out / rundir.HISTORY, names + self.g_names, cfg.train.epochs, self.data.n_train)
         self._stop: str | None = None
 
     def _load_data(self) -> None:
@@ -107,12 +110,40 @@ class Trainer:
         if self.dist.main and s.epoch:
             self._write_epoch_files()  # a kill between the checkpoint and these files left them behind
 
-    def _write_epoch_files(self) -> None:
-        """metrics.jsonl and gates.npz, derived from the state: the checkpoint is the one truth."""
+    def _write_epoch_files(self, final: bool = False) -> None:
+        """metrics.jsonl, signals.npz and gates.npz, derived from the checkpoint (the one truth). Until
+        the run ends the npz files name the history rows they cover (cost independent of the epochs);
+        the final ones hold the whole histories, so that a finished run is its files alone."""
+        if not self.history.exists():  # a finished run (summary lost): its final npz files hold the histories
+            self._rows(self.samples.names[0]), self.stages and self._rows(self.g_names[0])  # fail if damaged
+            rundir.write_metrics(self.out, self.state.metrics)
+            return
         rundir.write_metrics(self.out, self.state.metrics)
-        rundir.write_signals(self.out, {**self._split_arrays(), **self.samples.arrays(self.state.epoch)})
+        names = self.samples.names
+        rundir.write_signals(
+            self.out, {**self._split_arrays(), **self.samples.probs_arrays(), **self._history_arrays(names, final)}
+        )
         if self.stages:
-            self._write_gates()
+            self._write_gates(final)
+
+    def _history_arrays(self, names: list[str], final: bool) -> dict[str, Any]:
+        if final:
+            return {k: self._rows(k) for k in names}
+        return rundir.history_reference(names, self.state.epoch)
+
+    def _rows(self, name: str) -> np.ndarray:
+        """Every finished epoch's row of a history: from history/ while it exists (a run in progress),
+        else from the final npz file that holds it."""
+        if self.history.exists():
+            return read_rows(self.history.path(name), self.state.epoch)
+        lost = f"checkpoint: {self.out} has lost its per-sample histories (no history/ folder, and %s); "
+        try:
+            rows = (rundir.read_gates if name in self.g_names else rundir.read_signals)(self.out).get(name)
+        except RunError as e:
+            raise CheckpointError(lost % str(e).removeprefix("run: ") + "train it again with --force") from None
+        if rows is None or rows.shape != (self.state.epoch, self.data.n_train):
+            raise CheckpointError(lost % f"no complete {name} in its npz files" + "train it again with --force")
+        return rows
 
     # -- the loop
 
@@ -120,6 +151,8 @@ class Trainer:
         self._stop = signal.Signals(signum).name
 
     def fit(self) -> dict[str, Any]:
+        if self.dist.main and (self.state.epoch < self.cfg.train.epochs or self.history.exists()):
+            self.history.open(self.state.epoch)
         handlers = {}
         if self.dist.main and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,7 +174,8 @@ class Trainer:
         s = self.state
         writer = open_tensorboard(self.out / rundir.TENSORBOARD, max(0, s.epoch - 1))
         if s.epoch:
-            log_tensorboard(writer, s.metrics[-1], s.g_hist[s.epoch - 1, -1] if self.stages else None)
+            g = torch.from_numpy(self._rows(self.g_names[-1])[-1]) if self.stages else None
+            log_tensorboard(writer, s.metrics[-1], g)
         return writer
 
     def _train_epoch(self, writer) -> None:
@@ -265,16 +299,15 @@ class Trainer:
         row = epoch_row(
             epoch, (lr, glr), totals.tolist(), val, test, (s.train_time, time.perf_counter() - t_eval), g, self.stages
         )
-        if s.g_hist is None:
-            s.g_hist = torch.zeros((self.cfg.train.epochs, *s.g_epoch.shape), dtype=torch.float16)
-        s.g_hist[epoch] = s.g_epoch.half().cpu()
-        self.samples.end_epoch(epoch, d.sum_)
+        rows = self.samples.end_epoch(epoch, d.sum_)
+        rows.update({k: s.g_epoch[i].half().cpu().numpy() for i, k in enumerate(self.g_names)})
         s.metrics = s.metrics[:epoch] + [row]
         for name, res in (("val", val), ("test", test)):
             if res is not None:
                 s.last_eval[name] = {st: g.cpu().half() for st, g in res["g"].items()}
         s.epoch, s.batch = epoch + 1, 0
         if d.main:
+            self.history.write(epoch, rows)  # valid only once the checkpoint below counts the epoch
             self.save()  # the epoch is done once its checkpoint is; the files below derive from it
             self._write_epoch_files()
             if writer is not None:
@@ -307,13 +340,13 @@ class Trainer:
             "test_labels": self.test_labels,
         }
 
-    def _write_gates(self) -> None:
+    def _write_gates(self, final: bool) -> None:
         """gates.npz: g of every training sample at every epoch so far, and of the validation and
         test sets at the latest evaluated epoch (the final one once the run ends)."""
         s = self.state
         arrays: dict[str, Any] = {"stages": np.array(self.stages), **self._split_arrays()}
-        for i, st in enumerate(self.stages):
-            arrays[f"g_b{st}"] = s.g_hist[: s.epoch, i].numpy()
+        arrays.update(self._history_arrays(self.g_names, final))
+        for st in self.stages:
             for name in ("test", "val"):
                 if st in s.last_eval.get(name, {}):
                     arrays[f"{name}_g_b{st}"] = s.last_eval[name][st].numpy()
@@ -333,9 +366,12 @@ class Trainer:
         }
         summary = run_summary(self.state.metrics, extra)
         if self.dist.main:
+            if self.history.exists():
+                self._write_epoch_files(final=True)
             if self.stages:
                 plot_g_histograms(self.out / rundir.GATES, self.out / rundir.G_HIST_PNG)
             rundir.write_summary(self.out, summary)
+            rundir.remove_history(self.out)  # the final npz files hold it now
         return summary
 
 

@@ -4,7 +4,10 @@ A run directory holds config.toml (the resolved config), metrics.jsonl (one stri
 epoch), gates.npz (g of every training sample at every epoch), signals.npz (per-sample loss,
 margin, correctness, gate loss and entropy at every epoch), checkpoint.pt, tb/ (TensorBoard),
 summary.json (written last: its presence means "finished") and g_hist.png. Every file is written
-through ``memgate.atomic``; nothing else in memgate names these files.
+through ``memgate.atomic``; nothing else in memgate names these files. While a run trains, the
+per-epoch histories live in history/ (``train/history.py``, appended row by row) and the two npz
+files name the rows they cover (``history_names``, ``history_epochs``); the readers here join them,
+so every reader sees whole epochs x N arrays either way. A finished run's npz files hold them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 G_HIST_PNG = "g_hist.png"
 TENSORBOARD = "tb"
+HISTORY = "history"  # per-epoch histories of a run in progress, one .npy each (train/history.py)
+HISTORY_NAMES, HISTORY_EPOCHS = "history_names", "history_epochs"  # an npz's reference to them
 LOCK = ".lock"
 OOD = "ood.json"  # written by `memgate ood` (default: into the run)
 TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the run)
@@ -74,8 +79,19 @@ def clear(out: Path) -> None:
     """Delete a run's files (and its TensorBoard events), nothing else in ``out``."""
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
-    if (out / TENSORBOARD).exists():
-        shutil.rmtree(out / TENSORBOARD)
+    for folder in (TENSORBOARD, HISTORY):
+        if (out / folder).exists():
+            shutil.rmtree(out / folder)
+
+
+def remove_history(out: Path) -> None:
+    """Drop the history files of a finished run (its npz files hold the histories now)."""
+    shutil.rmtree(Path(out) / HISTORY, ignore_errors=True)
+
+
+def history_reference(names: list[str], epochs: int) -> dict[str, np.ndarray]:
+    """What an npz of a run in progress holds in place of its histories: their names and valid rows."""
+    return {HISTORY_NAMES: np.array(names, dtype=str), HISTORY_EPOCHS: np.array(epochs)}
 
 
 def run_state(cfg: Config, force: bool = False) -> str:
@@ -87,7 +103,7 @@ def run_state(cfg: Config, force: bool = False) -> str:
     if cfg_file.exists():
         diff = config_difference(cfg, cfg_file)
     else:
-        present = [n for n in (*RUN_FILES, TENSORBOARD) if (out / n).exists()]
+        present = [n for n in (*RUN_FILES, TENSORBOARD, HISTORY) if (out / n).exists()]
         diff = [("config.toml", "missing beside " + ", ".join(present), "this run")] if present else []
     if diff:
         if force:
@@ -231,7 +247,7 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
         path = path / name
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         what = "not a gated run, or " if name == GATES else "a run of an older memgate, or "
         raise RunError(f"run: {path} not found ({what}no epoch finished yet)") from None
@@ -239,3 +255,19 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
         raise RunError(
             f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on the run again to rewrite it"
         ) from None
+    if HISTORY_NAMES in arrays:
+        _join_history(arrays, path)
+    return arrays
+
+
+def _join_history(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Replace an npz's history reference by the rows it names (a run still training)."""
+    from .history import read_rows
+
+    names, epochs = arrays.pop(HISTORY_NAMES), arrays.pop(HISTORY_EPOCHS, None)
+    if names.ndim != 1 or names.dtype.kind != "U" or epochs is None or epochs.shape != () or epochs.dtype.kind != "i":
+        raise RunError(f"run: {path} has a damaged history reference; run `memgate train` on the run again")
+    for name in names.tolist():
+        if not name.replace("_", "").isalnum():
+            raise RunError(f"run: {path} names a history {name!r} that no run writes")
+        arrays[name] = read_rows(path.parent / HISTORY / f"{name}.npy", int(epochs))

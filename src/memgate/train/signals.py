@@ -4,12 +4,14 @@ For every training sample at every epoch: the final classifier's loss, its margi
 given label minus the largest other logit; AUM is its mean over epochs) and whether it was correct;
 for each gate, its classifier's loss on the given label and its predictive entropy (g itself is in
 gates.npz). Histories are float16, epochs x N, columns in training-split order (``indices`` maps
-them to dataset indices). The softmax of every training sample is kept at two epochs: the last one
+them to dataset indices), stored row by row as epochs end (``train/history.py``). The softmax of
+every training sample is kept at two epochs: the last one
 before the first LR drop and the final one (what cleanlab-style tools take as input).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -49,13 +51,12 @@ def per_sample(logits: Tensor, gate_logits: dict[int, Tensor], y: Tensor) -> dic
 
 
 class SampleSignals:
-    """This epoch's signals on the device (filled batch by batch at the samples' positions) and
-    every finished epoch's as float16 history on the CPU; saved whole in each checkpoint."""
+    """This epoch's signals on the device (filled batch by batch at the samples' positions), saved in
+    each checkpoint; a finished epoch's become a row of the run's history (``train/history.py``)."""
 
-    def __init__(self, names: list[str], n: int, epochs: int, probs_at: dict[str, int], device: torch.device):
+    def __init__(self, names: list[str], n: int, probs_at: dict[str, int], device: torch.device):
         self.names, self.n, self.probs_at, self.device = names, n, probs_at, device
         self.epoch: dict[str, Tensor] = {}
-        self.hist = {k: torch.zeros((epochs, n), dtype=torch.float16) for k in names}
         self.probs_epoch: Tensor | None = None
         self.probs: dict[str, Tensor] = {}  # name in probs_at -> (N, C) float16
 
@@ -70,16 +71,18 @@ class SampleSignals:
         if self.probs_epoch is not None:
             self.probs_epoch[pos] = torch.softmax(logits.detach().float(), dim=1)
 
-    def end_epoch(self, epoch: int, reduce) -> None:
-        """Store the epoch; ``reduce`` sums a tensor over data-parallel ranks (each filled its own)."""
-        for k in self.names:
-            self.hist[k][epoch] = reduce(self.epoch[k]).half().cpu()
+    def end_epoch(self, epoch: int, reduce) -> dict[str, np.ndarray]:
+        """The epoch's rows (float16, N); ``reduce`` sums a tensor over data-parallel ranks (each filled
+        its own positions)."""
+        rows = {k: reduce(self.epoch[k]).half().cpu().numpy() for k in self.names}
         for name, e in self.probs_at.items():
             if e == epoch and self.probs_epoch is not None:
                 self.probs[name] = reduce(self.probs_epoch).half().cpu()
+        return rows
 
-    def arrays(self, epochs_done: int) -> dict[str, object]:
-        out: dict[str, object] = {k: self.hist[k][:epochs_done].numpy() for k in self.names}
+    def probs_arrays(self) -> dict[str, object]:
+        """The kept softmax snapshots and their 1-based epochs."""
+        out: dict[str, object] = {}
         for name, t in self.probs.items():
             out[name] = t.numpy()
             out[f"{name}_epoch"] = self.probs_at[name] + 1  # 1-based, as metrics.jsonl counts
@@ -88,16 +91,15 @@ class SampleSignals:
     def state(self) -> dict[str, object]:
         return {
             "epoch": {k: v.cpu() for k, v in self.epoch.items()},
-            "hist": self.hist,
             "probs_epoch": self.probs_epoch.cpu() if self.probs_epoch is not None else None,
             "probs": self.probs,
         }
 
     def load(self, state: dict[str, object]) -> None:
-        self.epoch = {k: v.to(self.device) for k, v in state["epoch"].items()}
-        self.hist = dict(state["hist"])
+        epoch = {k: v.to(self.device) for k, v in state["epoch"].items()}
+        if epoch and (set(epoch) != set(self.names) or any(v.shape != (self.n,) for v in epoch.values())):
+            raise ValueError("per-sample signals of the current epoch do not fit this run")
         pe = state["probs_epoch"]
+        self.epoch = epoch
         self.probs_epoch = pe.to(self.device) if pe is not None else None
         self.probs = dict(state["probs"])
-        if set(self.hist) != set(self.names) or any(len(h) == 0 or h.shape[1] != self.n for h in self.hist.values()):
-            raise ValueError("per-sample signal histories do not fit this run")

@@ -43,7 +43,6 @@ class RunState:
     iteration: int = 0  # global batches done (decides the model steps when k > 1)
     totals: EpochTotals | None = None
     g_epoch: Tensor | None = None  # (gates, N) g of the current epoch, device
-    g_hist: Tensor | None = None  # (epochs, gates, N) float16, CPU; rows filled as epochs end
     metrics: list[dict] = field(default_factory=list)
     train_time: float = 0.0  # seconds spent in the current epoch's training batches
     samples: dict = field(default_factory=dict)  # SampleSignals.state(): per-sample signals, saved whole
