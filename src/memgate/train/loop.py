@@ -30,8 +30,8 @@ from . import checkpoint as ckpt_io
 from . import rundir
 from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
 from .evaluate import evaluate
-from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
 from .history import History, read_rows
+from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
 from .precision import autocast, with_precision
 from .recipe import freeze_bn, gate_lr, make_optimizers, model_lr, set_lr, train_step
 from .signals import SampleSignals, probs_epochs, signal_names
