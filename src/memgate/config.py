@@ -78,7 +78,7 @@ class TrainConfig:
     warmup_epochs: int = -1  # epochs at warmup_lr; -1 = paper: 1 when depth >= 110, else 0
     warmup_lr: float = 0.01
     gate_iters: int = 1  # k: gate steps per model step (the model steps on every k-th batch)
-    init: str = "scratch"  # "scratch" or a baseline run directory / checkpoint to copy
+    init: str = "scratch"  # "scratch" or an ungated run directory / checkpoint whose weights to copy
     amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (else fp32); false: fp32
     # what train.amp resolved to when the run started ("bf16" or "fp32"), written by memgate into
     # the run's config; "" = resolve on this machine. A run resumes only in the precision it began in.
@@ -335,11 +335,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config: train.milestones={list(t.milestones)} must be increasing epochs >= 1")
     if t.precision == "bf16" and not t.amp:
         raise ConfigError("config: train.precision=bf16 contradicts train.amp=false; leave train.precision empty")
-    if t.init != "scratch" and not m.gates:
-        raise ConfigError(
-            "config: train.init names a baseline to copy, which only makes sense for a gated model "
-            "(model.gates is empty); use train.init=scratch"
-        )
     if t.freeze != "none" and not m.gates:
         raise ConfigError(f"config: train.freeze={t.freeze} leaves nothing to train without a gate; add model.gates")
     if t.gate_iters > 1 and not m.gates:

@@ -1,8 +1,9 @@
 """`memgate analyze RUN`: every question memgate asks of one run, each answered by its own module.
 
-gates (where g sends the training samples), detection (g and the standard scores against injected
-label noise), scores (an external per-sample score against memgate's), suspects (export the most
-suspicious samples for inspection or a retrain with ``data.exclude``).
+gates (where g sends the training samples), memorisation (wrong labels fitted per epoch, the data
+map), detection (g and the standard scores against injected label noise), scores (an external
+per-sample score against memgate's), suspects (export the most suspicious samples for inspection
+or a retrain with ``data.exclude``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..train.rundir import CHECKPOINT, GATES, SIGNALS, read_gates, read_signals
 from .detection import analyze_detection, scores
 from .external import compare_external
 from .gates import analyze_gates
+from .memorisation import analyze_memorisation
 from .suspects import write_suspects
 
 
@@ -38,6 +40,7 @@ def analyze_run(
                 f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
             )
         return "\n".join(lines)
+    lines += analyze_memorisation(run, out_dir)
     lines += analyze_detection(run, out_dir)
     if external or suspects:
         signals = read_signals(run)

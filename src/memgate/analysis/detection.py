@@ -3,7 +3,8 @@
 Scores (higher = more suspicious) come from the training passes themselves (signals.npz, gates.npz):
 g (final and mean over epochs), the final classifier's loss (final, mean: the small-loss rule of
 Co-teaching / DivideMix), -AUM (Pleiss et al. 2020: minus the mean margin), forgetting events and
-the first epoch learned for good (Toneva et al. 2019), each gate classifier's entropy (what g is made
+the first epoch learned for good (Toneva et al. 2019), dataset cartography's confidence (negated) and
+variability over epochs of p(given label) (Swayamdipta et al. 2020), each gate classifier's entropy (what g is made
 of) and its loss on the given label (the label-aware twin of g), and cleanlab's label-quality score
 on the stored softmax when the optional ``memgate[cleanlab]`` extra is installed.
 """
@@ -20,6 +21,7 @@ from ..errors import RunError
 from ..markdown import table
 from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
 from .figures import save, subplots
+from .memorisation import data_map
 from .metrics import auroc, average_precision, precision_recall_at_k
 
 GATE_SIGNALS = ("gate_loss_b", "gate_entropy_b")  # per-gate histories in signals.npz, e.g. gate_loss_b3
@@ -70,6 +72,8 @@ def scores(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) 
     out["neg_aum"] = -f32["margin"].mean(0)
     out["forgetting"] = forgetting_events(f32["correct"])
     out["first_learned"] = first_learned(f32["correct"])
+    dm = data_map(f32["loss"], f32["correct"])
+    out["neg_confidence"], out["variability"] = -dm["confidence"], dm["variability"]
     for k in sorted(f32):
         if k.startswith(GATE_SIGNALS):
             out[f"{k}_final"], out[f"{k}_mean"] = f32[k][-1], f32[k].mean(0)

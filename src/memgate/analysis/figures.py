@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
+
 
 def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """``plt.subplots`` on the headless Agg backend (no display needed)."""
@@ -17,16 +19,17 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def save(fig: Any, png: str | Path, title: str | None = None, title_size: float | None = None) -> Path:
-    """Tight layout, write ``png`` at 110 dpi, free the figure."""
+    """Tight layout, write ``png`` at 110 dpi through the atomic writer (a kill mid-save leaves the
+    old figure), free the figure."""
     import matplotlib.pyplot as plt
 
     if title:
         fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
-    png = Path(png)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    try:
+        return write_atomic(png, lambda f: fig.savefig(f, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def colormap(name: str) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..analysis.figures import save, subplots
 from ..analysis.gates import plot_g_histograms, plot_top_g_images
+from ..analysis.memorisation import run_fit
 from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
@@ -112,6 +113,7 @@ def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict
             "best_val_acc_mean": float(np.mean(best_val)) if best_val else None,
             "g_mean": float(np.mean(g)) if g else None,
             "frac_g_above_half": float(np.mean(frac)) if frac else None,
+            "memorised_mean": _memorised(runs),
         }
         if base and v["name"] != base_name:
             w = welch(acc, base)
@@ -146,9 +148,16 @@ CSV_COLUMNS = [
     "p_value",
     "g_mean",
     "frac_g_above_half",
+    "memorised_mean",
     "paper_mean",
     "paper_std",
 ]
+
+
+def _memorised(runs: list[dict]) -> float | None:
+    """Mean over seeds of the share of wrong labels fitted in the last epoch (None without noise)."""
+    fits = [f["train_acc_noisy"][-1] for r in runs if (f := run_fit(Path(r["run"]))) is not None]
+    return float(np.mean(fits)) if fits else None
 
 
 def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -182,10 +191,12 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[st
         "",
         "Final test accuracy (%) over seeds: mean, sample std; best validation accuracy (never used to pick "
         "test numbers); difference to the baseline with a 95% confidence interval and Welch's t-test p-value; "
-        "gate statistics of the final epoch (training samples).",
+        "gate statistics of the final epoch (training samples); wrong labels fitted: training accuracy on the "
+        "samples with a corrupted label, for that label, in the last epoch (mean over seeds; - without noise).",
         "",
     ]
     head = ["variant", "n", "test acc", "std", "best val", "diff vs baseline [95% CI]", "p", "mean g", "g > 0.5"]
+    head.append("wrong labels fitted")
     if has_paper:
         head += ["paper", "paper std"]
     lines += table(
@@ -212,6 +223,7 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
         _fmt(r.get("p_value"), 3, pct=False),
         _fmt(r["g_mean"], 3, False),
         _fmt(r["frac_g_above_half"], 1),
+        _fmt(r.get("memorised_mean"), 1),
     ]
     if has_paper:
         cells += [_fmt(r.get("paper_mean"), 3), _fmt(r.get("paper_std"), 3)]
@@ -245,24 +257,47 @@ def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path
 
 
 def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> str:
-    """Test accuracy per epoch, mean and std over seeds, one line per variant."""
-    fig, ax = subplots(figsize=(8, 5))
+    """Test accuracy per epoch, mean and std over seeds, one line per variant; beside it, for a grid
+    with injected label noise, the share of the wrong labels each variant has fitted per epoch."""
+    fits = {
+        v["name"]: [f for r in results.get(v["name"], []) if (f := run_fit(Path(r["run"])))] for v in meta["variants"]
+    }
+    noisy = any(fits.values())
+    fig, axes = subplots(1, 2 if noisy else 1, figsize=(14 if noisy else 8, 5), squeeze=False)
     for v in meta["variants"]:
         runs = results.get(v["name"], [])
-        curves = [[m["test_acc"] for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
-        epochs = [[m["epoch"] for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        arr = 100 * np.array([c[:n] for c in curves])
-        x = epochs[0][:n]
-        mean = arr.mean(0)
-        ax.plot(x, mean, label=f"{v['name']} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(x, mean - arr.std(0, ddof=1), mean + arr.std(0, ddof=1), alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{meta.get('title', meta['name'])}: test accuracy, mean and std over seeds", fontsize=10)
-    ax.legend(fontsize=8)
-    save(fig, png)
+        rows = [[m for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
+        if rows and all(rows):
+            _mean_std(
+                axes[0][0],
+                [[m["epoch"] for m in rs] for rs in rows],
+                [[m["test_acc"] for m in rs] for rs in rows],
+                v["name"],
+            )
+        if noisy and fits[v["name"]]:
+            mem = [f["train_acc_noisy"] for f in fits[v["name"]]]
+            _mean_std(axes[0][1], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"])
+    axes[0][0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy (mean, std over seeds)")
+    if noisy:
+        axes[0][1].set(
+            xlabel="epoch",
+            ylabel="wrong labels fitted (%)",
+            ylim=(0, 100),
+            title="memorised: training accuracy on the noisy samples, for their given label",
+        )
+    for ax in axes[0]:
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=8)
+    save(fig, png, meta.get("title", meta["name"]), 10)
     return png.name
+
+
+def _mean_std(ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str) -> None:
+    """One variant's curve over seeds (in %): the mean, and the std band when there are several."""
+    n = min(len(c) for c in curves)
+    arr = 100 * np.array([c[:n] for c in curves], dtype=np.float64)
+    x, mean = epochs[0][:n], arr.mean(0)
+    ax.plot(x, mean, label=f"{name} (n={len(curves)})")
+    if len(curves) > 1:
+        sd = arr.std(0, ddof=1)
+        ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)

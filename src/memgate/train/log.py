@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ..analysis.memorisation import crossing_epochs
+
 TB_SCALARS = (
     "train_loss",
     "train_acc",
@@ -19,6 +21,8 @@ TB_SCALARS = (
     "gate_lr",
     "g_mean",
     "frac_g_above_half",
+    "train_acc_noisy",
+    "train_acc_clean",
     "images_per_s",
 )
 
@@ -52,6 +56,8 @@ def epoch_line(row: dict, epochs: int) -> str:
         parts.append(f"val {100 * row['val_acc']:.2f}%")
     if row["test_acc"] is not None:
         parts.append(f"test {100 * row['test_acc']:.2f}%")
+    if row.get("train_acc_noisy") is not None:
+        parts.append(f"wrong labels fitted {100 * row['train_acc_noisy']:.1f}%")
     if row["g_mean"] is not None:
         parts += [
             f"gate acc {100 * row['gate_acc']:.1f}%",
@@ -71,10 +77,12 @@ def epoch_row(
     times: tuple[float, float],
     g_epoch: Tensor | None,
     stages: list[int],
+    fit: dict[str, float | None],
 ) -> dict[str, Any]:
     """One line of metrics.jsonl: the epoch's sums (loss, correct, gate loss, gate correct, seen),
-    its evaluations, learning rates, (train, eval) seconds and g of each gate in ``stages`` (rows of
-    ``g_epoch``)."""
+    its evaluations, learning rates, (train, eval) seconds, g of each gate in ``stages`` (rows of
+    ``g_epoch``) and ``fit``: training accuracy on the noisy and the clean samples (None without
+    injected noise)."""
     loss, correct, gate_loss, gate_correct, seen = totals
     (lr, glr), (train_time, eval_time) = lrs, times
     gated = g_epoch is not None
@@ -93,6 +101,7 @@ def epoch_row(
         "g_mean": g.mean().item() if gated else None,
         "frac_g_above_half": (g > 0.5).float().mean().item() if gated else None,
         "test_g_mean": test["g"][stages[-1]].mean().item() if test and gated else None,
+        **fit,
         "epoch_time_s": train_time,
         "eval_time_s": eval_time,
         "images_per_s": seen / train_time if train_time else None,
@@ -117,6 +126,8 @@ def run_summary(metrics: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
         "test_acc_at_best_val": best["test_acc"] if best else None,
         "final_g_mean": last["g_mean"],
         "final_frac_g_above_half": last["frac_g_above_half"],
+        "memorised_final": last.get("train_acc_noisy"),  # share of the wrong labels fitted, last epoch
+        **crossing_epochs([m.get("train_acc_noisy") for m in metrics]),
         "train_time_s": sum(m["epoch_time_s"] for m in metrics),
         **{k: v for k, v in extra.items() if k != "out"},
     }

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..analysis.gates import plot_g_histograms
+from ..analysis.memorisation import fit_by_noise
 from ..config import Config
 from ..data import find_data, load_dataset, make_split, normalization
 from ..data.loader import DeviceData, EpochPlan, epoch_plan
@@ -296,10 +297,9 @@ class Trainer:
         val, test = self._evaluate(epoch)
         self._check_finite_eval(val, test, epoch)
         g = s.g_epoch if self.stages else None
-        row = epoch_row(
-            epoch, (lr, glr), totals.tolist(), val, test, (s.train_time, time.perf_counter() - t_eval), g, self.stages
-        )
         rows = self.samples.end_epoch(epoch, d.sum_)
+        times = (s.train_time, time.perf_counter() - t_eval)
+        row = epoch_row(epoch, (lr, glr), totals.tolist(), val, test, times, g, self.stages, self._fit(rows["correct"]))
         rows.update({k: s.g_epoch[i].half().cpu().numpy() for i, k in enumerate(self.g_names)})
         s.metrics = s.metrics[:epoch] + [row]
         for name, res in (("val", val), ("test", test)):
@@ -313,6 +313,12 @@ class Trainer:
             if writer is not None:
                 log_tensorboard(writer, row, s.g_epoch[-1] if self.stages else None)
             self.log(epoch_line(row, self.cfg.train.epochs))
+
+    def _fit(self, correct: np.ndarray) -> dict[str, float | None]:
+        """This epoch's training accuracy on the noisy and on the clean samples (None without noise)."""
+        if not self.split.noisy.any():
+            return {"train_acc_noisy": None, "train_acc_clean": None}
+        return {k: float(v[0]) for k, v in fit_by_noise(correct, self.split.noisy).items()}
 
     def _check_finite_eval(self, val: dict | None, test: dict | None, epoch: int) -> None:
         """A checkpoint is good only if its evaluation is finite too (no NaN in metrics.jsonl)."""
