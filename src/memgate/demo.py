@@ -1,4 +1,4 @@
-"""`memgate demo`: a short real run that shows the gate at work on a CPU (about 4 minutes on 2 cores).
+"""`memgate demo`: a short real run that shows the gate at work on a CPU (minutes on 2 cores).
 
 A gated ResNet-20 trains on a stratified 2,000-image CIFAR-10 subset, 20% of it with wrong
 labels, without augmentation so that the network memorises within 30 epochs. Each epoch prints
@@ -41,13 +41,14 @@ def run_demo(overrides: list[str] | tuple[str, ...] = (), out: str = "runs/demo"
     summary = train(cfg, force=force)
     run = Path(cfg.out)
     nv = noisy_vs_clean(read_gates(run))
-    print("\nepoch  test acc  gate acc  mean g  g>0.5   mean g noisy / clean labels")
+    print("\nepoch  test acc  gate acc  mean g  g>0.5   mean g noisy / clean labels  wrong labels fitted")
     for i, r in enumerate(read_metrics(run)):
         noisy = f"{nv['noisy_g_mean'][i]:.3f} / {nv['clean_g_mean'][i]:.3f}" if nv["noisy_g_mean"] else "-"
         test = f"{100 * r['test_acc']:7.2f}%" if r["test_acc"] is not None else "      -"
+        fitted = f"{100 * r['train_acc_noisy']:6.1f}%" if r.get("train_acc_noisy") is not None else "-"
         print(
             f"{r['epoch']:>5d}  {test}  {100 * r['gate_acc']:7.2f}%  "
-            f"{r['g_mean']:.3f}  {100 * r['frac_g_above_half']:5.1f}%   {noisy}"
+            f"{r['g_mean']:.3f}  {100 * r['frac_g_above_half']:5.1f}%   {noisy:<27s}  {fitted}"
         )
     print(
         f"\nfinal test accuracy {100 * summary['final_test_acc']:.2f}% "
