@@ -267,7 +267,7 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.set_defaults(func=cmd_tradeoff)
 
-    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 4 minutes on a 2-core CPU)")
+    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 2 minutes on a 2-core CPU with bf16)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     sp.add_argument("--out", default="runs/demo")
     sp.add_argument("--force", action="store_true")
