@@ -163,6 +163,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_holdout(args: argparse.Namespace) -> int:
+    from .experiments import holdout
+
+    if args.holdout_cmd == "plan":
+        grid = holdout.plan(args.config, args.out, args.overrides, args.models, args.ratio, args.folds, args.seed)
+        print(f"planned {grid.parent}: next, memgate holdout run {grid.parent} [--jobs N] [--shard I/N]")
+        return 0
+    if args.holdout_cmd == "run":
+        return holdout.run(args.folder, jobs=args.jobs, shard=args.shard)
+    path = holdout.collect(args.folder)
+    summary = json.loads((path.parent / holdout.SUMMARY).read_text())
+    rho = summary["split_half_spearman"]
+    print(
+        f"{path}: {summary['n']:,d} samples, each held out by {summary['heldout_count'][0]}-"
+        f"{summary['heldout_count'][1]} of {summary['models']} models; split-half Spearman of the C-score "
+        + (f"{rho:.3f}" if rho is not None else "- (too few models)")
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments.report import report
 
@@ -267,7 +287,9 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.set_defaults(func=cmd_tradeoff)
 
-    sp = sub.add_parser("demo", help="a short real run on a CIFAR-10 subset (about 2 minutes on a 2-core CPU with bf16)")
+    sp = sub.add_parser(
+        "demo", help="a short real run on a CIFAR-10 subset (about 2 minutes on a 2-core CPU with bf16)"
+    )
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     sp.add_argument("--out", default="runs/demo")
     sp.add_argument("--force", action="store_true")
@@ -284,6 +306,23 @@ def _add_experiment_commands(sub) -> None:
     sp.add_argument("--seeds", default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4")
     sp.add_argument("--runs", default="runs", help="root directory of grid outputs")
     sp.set_defaults(func=cmd_sweep)
+
+    ho = sub.add_parser("holdout", help="held-out C-score and memorisation estimates from K trainings on subsets")
+    hs = ho.add_subparsers(dest="holdout_cmd", required=True)
+    sp = hs.add_parser("plan", help="choose each model's held-out samples; write the plan and its grid")
+    _with_config(sp)
+    sp.add_argument("-o", "--out", required=True, help="holdout folder to create, e.g. runs/holdout")
+    sp.add_argument("--models", type=int, default=16, help="K networks (each sample held out by K*(1-ratio))")
+    sp.add_argument("--ratio", type=float, default=0.75, help="share of the training split each model trains on")
+    sp.add_argument("--folds", type=int, default=0, help="F-fold instead: each sample held out exactly once")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the subsets (the models train with seed + k)")
+    sp = hs.add_parser("run", help="train the plan's models through memgate sweep (resumable, shardable)")
+    sp.add_argument("folder")
+    sp.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine")
+    sp.add_argument("--shard", default=None, help="I/N: this machine's share of the models")
+    sp = hs.add_parser("collect", help="evaluate the finished models and write holdout.npz")
+    sp.add_argument("folder")
+    ho.set_defaults(func=cmd_holdout)
 
     sp = sub.add_parser("report", help="tables (mean, std, CI, Welch t-test) and figures for a grid")
     sp.add_argument("runs_dir")

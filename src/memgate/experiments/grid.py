@@ -3,7 +3,8 @@
 A grid file (TOML) names a base config, overrides for every run, a list of seeds and named
 variants (each a list of ``KEY=VALUE`` overrides, optionally ``init_from`` another variant of the
 same seed, optionally the paper's reported ``paper = [mean, std]``, optionally its own ``baseline``
-variant for the report's comparison, e.g. gated vs ungated at the same noise level).
+variant for the report's comparison, e.g. gated vs ungated at the same noise level, optionally a
+``seed_offset`` added to the seed its runs train with; their folders keep the grid's seed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import ConfigError
 GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
 
 
-VARIANT_KEYS = {"name", "overrides", "init_from", "paper", "baseline"}
+VARIANT_KEYS = {"name", "overrides", "init_from", "paper", "baseline", "seed_offset"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Grid:
             for s in self.seeds:
                 out = base / v["name"] / f"seed{s}"
                 dep = base / v["init_from"] / f"seed{s}" if v.get("init_from") else None
-                ov = [*self.overrides, *v.get("overrides", ()), *extra, f"seed={s}", f"out={out}"]
+                seed = s + v.get("seed_offset", 0)  # e.g. holdout models: one init seed per model
+                ov = [*self.overrides, *v.get("overrides", ()), *extra, f"seed={seed}", f"out={out}"]
                 if dep is not None:
                     ov.append(f"train.init={dep}")
                 runs.append(Run(v["name"], s, out, tuple(ov), dep))
@@ -143,6 +145,8 @@ def _checked_variant(v: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("init_from", "baseline"):
         if key in v and not isinstance(v[key], str):
             raise ConfigError(f"grid: variant {v['name']}: {key} must name another variant")
+    if "seed_offset" in v and not _is_seed(v["seed_offset"]):
+        raise ConfigError(f"grid: variant {v['name']}: seed_offset must be an integer >= 0")
     return v
 
 

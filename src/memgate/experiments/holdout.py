@@ -1,0 +1,214 @@
+"""`memgate holdout`: held-out memorisation scores from K trainings on random subsets.
+
+The consistency score (C-score, Jiang et al. 2021) of a training sample is its expected accuracy
+under networks trained on random subsets that leave it out; Feldman & Zhang's memorisation score
+(2020) is the accuracy with the sample in training minus that without. Both are estimated here from
+K networks, each trained with ``data.exclude`` = the samples it holds out:
+
+- ``plan``: who holds out whom. ``--models K --ratio r``: every training sample is held out by
+  exactly m = round(K * (1 - r)) of the K models (chosen at random per sample, so each model trains
+  on about a share r of the split); ``--folds F``: a random partition into F folds, model k holds
+  out fold k (every sample held out once: out-of-sample softmax for cleanlab, which asks for
+  cross-validated ``pred_probs``). Writes ``plan.npz``, each model's held-out list and ``grid.toml``.
+- ``run``: the K trainings through ``memgate sweep`` (resumable, shardable over machines with
+  ``--shard I/N``, several at once with ``--jobs``); model k trains with seed + k.
+- ``collect``: every finished model evaluated (no augmentation) on every training sample of the
+  split, aggregated by dataset training index into ``holdout.npz``; the bookkeeping is checked
+  (each model trained on exactly the complement of its held-out list).
+
+holdout.npz (indexed like ``indices``, the split's dataset training indices): ``labels`` (given,
+noisy where injected), ``clean_labels``, ``noisy``; ``heldout_count`` / ``in_count`` (uint8);
+``cscore`` (mean held-out correctness), ``heldout_p_label`` (mean held-out p(given label)),
+``heldout_loss``, ``in_correct`` (mean in-sample correctness), ``memorisation`` = in_correct -
+cscore (float16); ``heldout_probs`` (N x C mean held-out softmax, float16); ``held_out`` (K x N
+bool) and ``model_seeds``: the subsets, so the result can be rebuilt; ``scores`` = 1 - cscore
+(higher = more atypical), so that ``memgate analyze RUN --scores holdout.npz`` reads it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+from scipy.stats import spearmanr
+
+from ..atomic import write_atomic, write_json, write_text
+from ..config import load_config
+from ..data import find_data, load_dataset, make_split
+from ..errors import ConfigError, RunError
+from ..train.evaluate import open_run, predict
+from ..train.rundir import is_finished, read_signals
+from .grid import load_grid
+from .sweep import sweep
+
+PLAN, GRID, RESULT, SUMMARY = "plan.npz", "grid.toml", "holdout.npz", "holdout.json"
+MODELS = "models"  # the grid's name: the trainings live in DIR/models/model<k>/seed<s>
+HELD_OUT = "held_out"  # folder of the per-model held-out lists (data.exclude files)
+
+
+def assign(n: int, models: int, ratio: float, folds: int, seed: int) -> np.ndarray:
+    """(K, n) bool: which model holds out which sample (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    if folds:
+        if not 2 <= folds <= min(n, 255):
+            raise ConfigError(f"holdout: --folds {folds} must be between 2 and {min(n, 255)}")
+        fold = np.empty(n, dtype=np.int64)
+        fold[rng.permutation(n)] = np.arange(n) % folds
+        return fold[None, :] == np.arange(folds)[:, None]
+    if not 2 <= models <= 255:
+        raise ConfigError(f"holdout: --models {models} must be between 2 and 255")
+    m = round(models * (1 - ratio))
+    if not 0 < ratio < 1 or not 1 <= m <= models - 1:
+        raise ConfigError(
+            f"holdout: --ratio {ratio} with {models} models holds each sample out of {m} models; "
+            f"choose a ratio in (0, 1) that leaves each sample in and out of at least one model"
+        )
+    return rng.random((models, n)).argsort(0) < m  # per sample, a random m of the K models
+
+
+def plan(
+    config: str | Path,
+    out: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    models: int = 16,
+    ratio: float = 0.75,
+    folds: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Write DIR/plan.npz, DIR/held_out/model<k>.npy and DIR/grid.toml; returns the grid file."""
+    out, config = Path(out), Path(config).resolve()
+    if (out / PLAN).exists():
+        raise RunError(f"holdout: {out} already holds a plan; run or collect it, or choose another -o folder")
+    cfg = load_config(config, [*overrides, "out=unused"])
+    if cfg.data.exclude:
+        raise ConfigError("holdout: the config sets data.exclude; the plan decides what each model leaves out")
+    split = make_split(load_dataset(find_data(cfg.data)), cfg.data)
+    held = assign(len(split.train_idx), models, ratio, folds, seed)
+    seeds = cfg.seed + np.arange(len(held))
+    (out / HELD_OUT).mkdir(parents=True, exist_ok=True)
+    for k, row in enumerate(held):
+        write_atomic(out / HELD_OUT / f"model{k:02d}.npy", lambda f, r=row: np.save(f, split.train_idx[r]))
+    arrays = {"indices": split.train_idx, "held_out": held, "model_seeds": seeds, "folds": np.array(folds)}
+    write_atomic(out / PLAN, lambda f: np.savez(f, **arrays))
+    scheme = f"{folds} folds" if folds else f"{len(held)} models at ratio {ratio}"
+    grid = {
+        "name": MODELS,
+        "title": f"held-out models: {scheme}, subset seed {seed}",
+        "config": str(config),
+        "overrides": list(overrides),
+        "seeds": [cfg.seed],
+        "variant": [
+            {
+                "name": f"model{k:02d}",
+                "seed_offset": k,
+                "overrides": [f"data.exclude={json.dumps(str((out / HELD_OUT / f'model{k:02d}.npy').resolve()))}"],
+            }
+            for k in range(len(held))
+        ],
+    }
+    write_text(out / GRID, f"# memgate holdout plan; run it with: memgate holdout run {out}\n" + tomli_w.dumps(grid))
+    return out / GRID
+
+
+def run(folder: str | Path, jobs: int = 1, shard: str | None = None) -> int:
+    """The plan's trainings through the sweep (resumable, shardable)."""
+    folder = Path(folder)
+    _need_plan(folder)
+    return sweep(folder / GRID, jobs=jobs, shard=shard, runs_root=folder)
+
+
+def collect(folder: str | Path) -> Path:
+    """Evaluate every model on every training sample and write DIR/holdout.npz (and holdout.json)."""
+    folder = Path(folder)
+    with np.load(_need_plan(folder), allow_pickle=False) as z:
+        indices, held = z["indices"], z["held_out"].astype(bool)
+        seeds = z["model_seeds"]
+    runs = load_grid(folder / GRID).runs(folder)
+    missing = [r.variant for r in runs if not is_finished(r.out)]
+    if missing:
+        raise RunError(
+            f"holdout: {len(missing)} of {len(runs)} models are not finished ({', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}); run `memgate holdout run {folder}` first"
+        )
+    n = len(indices)
+    first = open_run(runs[0].out)
+    full = make_split(first.dataset, replace(first.cfg.data, exclude=""))
+    if not np.array_equal(full.train_idx, indices):
+        raise RunError(f"holdout: the models' training split is not the plan's ({folder / PLAN}); plan it again")
+    labels, x = full.train_labels, first.dataset.x_train[indices]
+    classes = first.cfg.model.num_classes
+    acc = {k: np.zeros(n) for k in ("out_correct", "out_p", "out_loss", "in_correct")}
+    probs = np.zeros((n, classes))
+    per_model = np.zeros((len(runs), n))  # correctness of every model on every sample
+    for k, r in enumerate(runs):
+        trained = read_signals(r.out)["indices"]
+        if not np.array_equal(np.sort(trained), np.sort(indices[~held[k]])):
+            raise RunError(f"holdout: {r.out} trained on other samples than model {k} of the plan; train it again")
+        logits = predict(open_run(r.out) if k else first, x).logits.double()
+        p = logits.softmax(1).numpy()
+        p_label = p[np.arange(n), labels]
+        correct = (p.argmax(1) == labels).astype(np.float64)
+        per_model[k] = correct
+        out_, in_ = held[k], ~held[k]
+        acc["out_correct"][out_] += correct[out_]
+        acc["out_p"][out_] += p_label[out_]
+        acc["out_loss"][out_] -= np.log(np.maximum(p_label[out_], 1e-12))
+        acc["in_correct"][in_] += correct[in_]
+        probs[out_] += p[out_]
+    n_out, n_in = held.sum(0), (~held).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_out = {k: acc[k] / n_out for k in ("out_correct", "out_p", "out_loss")}
+        in_correct = acc["in_correct"] / n_in
+        heldout_probs = probs / n_out[:, None]
+    f16 = np.float16
+    result = {
+        "indices": indices,
+        "labels": labels,
+        "clean_labels": full.clean_labels,
+        "noisy": full.noisy,
+        "heldout_count": n_out.astype(np.uint8),
+        "in_count": n_in.astype(np.uint8),
+        "cscore": mean_out["out_correct"].astype(f16),
+        "heldout_p_label": mean_out["out_p"].astype(f16),
+        "heldout_loss": mean_out["out_loss"].astype(f16),
+        "in_correct": in_correct.astype(f16),
+        "memorisation": (in_correct - mean_out["out_correct"]).astype(f16),
+        "heldout_probs": heldout_probs.astype(f16),
+        "held_out": held,
+        "model_seeds": seeds,
+        "scores": (1 - mean_out["out_correct"]).astype(np.float64),
+    }
+    write_atomic(folder / RESULT, lambda f: np.savez(f, **result))
+    summary = {
+        "models": len(runs),
+        "n": n,
+        "heldout_count": [int(n_out.min()), int(n_out.max())],
+        **split_half_stability(held, per_model),
+    }
+    write_json(folder / SUMMARY, summary)
+    return folder / RESULT
+
+
+def split_half_stability(held: np.ndarray, correct: np.ndarray) -> dict[str, float | int | None]:
+    """Spearman between the C-score estimates of two disjoint halves of the models (even / odd), over
+    the samples that both halves hold out."""
+    halves = [np.arange(len(held))[i::2] for i in (0, 1)]
+    est, ok = [], np.ones(held.shape[1], dtype=bool)
+    for h in halves:
+        n_out = held[h].sum(0)
+        ok &= n_out > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est.append((correct[h] * held[h]).sum(0) / n_out)
+    if ok.sum() < 3 or len(halves[1]) == 0:
+        return {"split_half_spearman": None, "split_half_n": int(ok.sum())}
+    rho = spearmanr(est[0][ok], est[1][ok]).statistic
+    return {"split_half_spearman": float(rho), "split_half_n": int(ok.sum())}
+
+
+def _need_plan(folder: Path) -> Path:
+    if not (folder / PLAN).is_file() or not (folder / GRID).is_file():
+        raise RunError(f"holdout: {folder} holds no plan; make one with memgate holdout plan -c CONFIG -o {folder}")
+    return folder / PLAN
