@@ -443,3 +443,33 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_one_line_usage_errors_and_range_checked_flags(capsys):
+    cases = [
+        (["trian"], "invalid choice"),
+        (["tradeoff", "run", "--max-drop", "nan"], "--max-drop: nan must be a finite number"),
+        (["tradeoff", "run", "--max-drop", "-1"], "--max-drop: -1 must be a finite number"),
+        (["tradeoff", "run", "--repeats", "0"], "--repeats: 0 must be at least 1"),
+        (["sweep", "g.toml", "--jobs", "0"], "--jobs: 0 must be at least 1"),
+        (["analyze", "run", "--suspects", "-3"], "--suspects: -3 must be at least 0"),
+        (["holdout", "plan", "-c", "c.toml", "-o", "x", "--ratio", "0"], "--ratio: 0 must be a finite number"),
+        (["eval"], "the following arguments are required: run"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("memgate: error: ") and needle in err, (argv, err)
+
+
+def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
+    from memgate.atomic import write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".detection.json.tmp-{int(dead.stdout)}"
+    stale.write_text("half")
+    mine = tmp_path / f".detection.json.tmp-{os.getpid()}-other"  # not a pid suffix: kept
+    mine.write_text("x")
+    write_text(tmp_path / "detection.json", "{}")
+    assert not stale.exists() and mine.exists() and (tmp_path / "detection.json").read_text() == "{}"

@@ -16,8 +16,10 @@ from .errors import StorageError
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(f)`` on a temporary file, then atomically move it to ``path``."""
+    """Call ``write(f)`` on a temporary file, then atomically move it to ``path``. Temporary files
+    that a killed process left beside ``path`` are removed first."""
     path = Path(path)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -36,6 +38,31 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
         except OSError:
             pass
     return path
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` files beside ``path`` whose process is gone (a kill mid-write)."""
+    try:
+        leftovers = list(path.parent.glob(f".{path.name}.tmp-*"))
+    except OSError:
+        return
+    for tmp in leftovers:
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from .errors import ConfigError, Interrupted, MemgateError
 
@@ -190,8 +193,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with memgate's error contract: one line on stderr naming the fix, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"memgate: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} must be at least {low}")
+        return v
+
+    return parse
+
+
+def number(low: float, high: float = math.inf, open_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (low excluded when ``open_low``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or v < low or v > high or (open_low and v == low):
+            bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number in {bounds}")
+        return v
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memgate", description=__doc__)
+    p = OneLineParser(prog="memgate", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_commands(sub)
     _add_analysis_commands(sub)
@@ -255,7 +297,7 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
     sp.add_argument("--scores", default=None, metavar="FILE.npz", help="external per-sample scores to compare")
     sp.add_argument(
-        "--suspects", type=int, default=0, metavar="N", help="write suspects.csv/.png: the N most suspicious"
+        "--suspects", type=count(0), default=0, metavar="N", help="write suspects.csv/.png: the N most suspicious"
     )
     sp.add_argument(
         "--by", default=None, metavar="SCORE", help="score ranking the suspects (default: final g, or -AUM)"
@@ -281,8 +323,10 @@ def _add_analysis_commands(sub) -> None:
     )
     sp.add_argument("--thresholds", default=None, help="taus, e.g. 0,0.1,0.5,1.01 (g >= tau runs the extra layers)")
     sp.add_argument("--batch-sizes", default="1,256", help="batch sizes for the throughput measurement")
-    sp.add_argument("--max-drop", type=float, default=None, help="pick tau on validation: accuracy within D points")
-    sp.add_argument("--repeats", type=int, default=3, help="timed repeats (median) per point")
+    sp.add_argument(
+        "--max-drop", type=number(0, 100), default=None, help="pick tau on validation: accuracy within D points"
+    )
+    sp.add_argument("--repeats", type=count(1), default=3, help="timed repeats (median) per point")
     sp.add_argument("-o", "--out", default=None, help="folder for tradeoff.* (default: the run)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.set_defaults(func=cmd_tradeoff)
@@ -300,7 +344,7 @@ def _add_experiment_commands(sub) -> None:
     sp = sub.add_parser("sweep", help="run a grid of variants x seeds (resumable, shardable)")
     sp.add_argument("grid", help="grid file, e.g. experiments/table1.toml")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every run")
-    sp.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
+    sp.add_argument("--jobs", type=count(1), default=1, help="runs at once on this machine")
     sp.add_argument("--shard", default=None, help="I/N: take the I-th of N deterministic shards (1-based)")
     sp.add_argument("--dry-run", action="store_true", help="list the runs and their overrides")
     sp.add_argument("--seeds", default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4")
@@ -312,13 +356,18 @@ def _add_experiment_commands(sub) -> None:
     sp = hs.add_parser("plan", help="choose each model's held-out samples; write the plan and its grid")
     _with_config(sp)
     sp.add_argument("-o", "--out", required=True, help="holdout folder to create, e.g. runs/holdout")
-    sp.add_argument("--models", type=int, default=16, help="K networks (each sample held out by K*(1-ratio))")
-    sp.add_argument("--ratio", type=float, default=0.75, help="share of the training split each model trains on")
-    sp.add_argument("--folds", type=int, default=0, help="F-fold instead: each sample held out exactly once")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the subsets (the models train with seed + k)")
+    sp.add_argument("--models", type=count(2), default=16, help="K networks (each sample held out by K*(1-ratio))")
+    sp.add_argument(
+        "--ratio",
+        type=number(0, 1, open_low=True),
+        default=0.75,
+        help="share of the training split each model trains on",
+    )
+    sp.add_argument("--folds", type=count(0), default=0, help="F-fold instead: each sample held out exactly once")
+    sp.add_argument("--seed", type=count(0), default=0, help="seed of the subsets (the models train with seed + k)")
     sp = hs.add_parser("run", help="train the plan's models through memgate sweep (resumable, shardable)")
     sp.add_argument("folder")
-    sp.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine")
+    sp.add_argument("--jobs", type=count(1), default=1, help="trainings at once on this machine")
     sp.add_argument("--shard", default=None, help="I/N: this machine's share of the models")
     sp = hs.add_parser("collect", help="evaluate the finished models and write holdout.npz")
     sp.add_argument("folder")
@@ -332,12 +381,15 @@ def _add_experiment_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # KEY=VALUE overrides may also follow options (memgate import FILE -o RUN data.path=...).
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        # KEY=VALUE overrides may also follow options (memgate import FILE -o RUN data.path=...).
+        if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
     except MemgateError as e:
