@@ -246,4 +246,4 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
         ax.axvline(result["full_network"][f"images_per_s_b{b}"], color="grey", ls="--", label="full network")
         ax.set(xlabel="images / s (measured)", ylabel="test accuracy (%)", title=f"accuracy vs throughput, batch {b}")
         ax.legend(fontsize=8)
-    save(fig, png, f"{result['run']}: accuracy against compute and time", 10)
+    save(fig, png, f"{'/'.join(Path(result['run']).parts[-2:])}: accuracy against compute and time", 10)

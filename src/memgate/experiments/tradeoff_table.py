@@ -89,18 +89,31 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
     fig, axes = subplots(1, 1 + len(sizes), figsize=(5.5 * (1 + len(sizes)), 4.5))
     names = list(dict.fromkeys(name for name, _, _ in runs))
     cmap = colormap("tab10")
+    labelled: set[str] = set()
     for name, seed, res in runs:
         pts = sorted(res["points"], key=lambda p: p["tau"])
         acc = [100 * p["test_acc"] for p in pts]
         style = {"color": cmap(names.index(name) % 10), "ls": "-" if seed % 2 == 0 else "--", "marker": "o", "ms": 3}
-        axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=f"{name} seed {seed}", **style)
+        label = name if name not in labelled else "_nolegend_"  # one entry per variant; seeds differ by line style
+        labelled.add(name)
+        axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=label, **style)
         for ax, b in zip(axes[1:], sizes):
-            ax.plot([_speedup(p, b) or float("nan") for p in pts], acc, label=f"{name} seed {seed}", **style)
-    for ref, marker in zip(refs, "*^vDP"):
-        axes[0].plot(ref["macs"] / 1e6, 100 * ref["test_acc"], marker, ms=10, color="k", label=ref["label"])
+            ax.plot([_speedup(p, b) or float("nan") for p in pts], acc, label=label, **style)
+    markers = {label: m for label, m in zip(dict.fromkeys(r["label"] for r in refs), "*^vDP")}
+    for ref in refs:
+        label = ref["label"] if ref["label"] not in labelled else "_nolegend_"
+        labelled.add(ref["label"])
+        axes[0].plot(
+            ref["macs"] / 1e6, 100 * ref["test_acc"], markers.get(ref["label"], "x"), ms=10, color="k", label=label
+        )
     axes[0].set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     for ax, b in zip(axes[1:], sizes):
         ax.axvline(1.0, color="grey", ls=":")
         ax.set(xlabel="measured speedup over the full network", ylabel="test accuracy (%)", title=f"batch {b}")
     axes[0].legend(fontsize=7)
-    save(fig, png, "hard gate: accuracy against compute and measured time (tau swept)", 10)
+    save(
+        fig,
+        png,
+        "hard gate: accuracy against compute and measured time (tau swept; solid: even seeds, dashed: odd)",
+        10,
+    )
