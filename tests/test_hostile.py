@@ -473,3 +473,21 @@ def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
     mine.write_text("x")
     write_text(tmp_path / "detection.json", "{}")
     assert not stale.exists() and mine.exists() and (tmp_path / "detection.json").read_text() == "{}"
+
+
+def test_outputs_belong_to_their_run(npz, finished, tmp_path, capsys):
+    """analyze -o into another run's folder, or into a folder holding another run's analysis, is
+    refused (nothing written) unless --force; a bad --scores file fails before any output."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("config.toml", "checkpoint.pt", "gates.npz", "signals.npz", "summary.json"):
+        (other / name).write_bytes((finished / name).read_bytes())
+    fails_cleanly(capsys, ["analyze", finished, "-o", other], "is the folder of another run", root=other)
+    out = tmp_path / "out"
+    assert main(["analyze", str(finished), "-o", str(out)]) == 0
+    fails_cleanly(capsys, ["analyze", other, "-o", out], "holds the analyze results of", root=out)
+    assert main(["analyze", str(other), "-o", str(out), "--force"]) == 0
+    assert main(["analyze", str(other), "-o", str(out)]) == 0  # now it is other's folder
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    fails_cleanly(capsys, ["analyze", other, "-o", out, "--scores", tmp_path / "bad.npz"], "cannot read", root=out)
+    fails_cleanly(capsys, ["analyze", other, "-o", out, "--suspects", "5", "--by", "nope"], "--by nope", root=out)

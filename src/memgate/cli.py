@@ -109,14 +109,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analyze import analyze_run
 
-    print(analyze_run(args.run, args.out, external=args.scores, suspects=args.suspects, by=args.by))
+    print(analyze_run(args.run, args.out, external=args.scores, suspects=args.suspects, by=args.by, force=args.force))
     return 0
 
 
 def cmd_ood(args: argparse.Namespace) -> int:
     from .analysis.ood import run_ood
 
-    print(run_ood(args.run, args.ood, out=args.out, device=args.device))
+    print(run_ood(args.run, args.ood, out=args.out, device=args.device, force=args.force))
     return 0
 
 
@@ -134,7 +134,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     sizes = _floats(args.batch_sizes, "tradeoff: --batch-sizes", int)
     if any(b < 1 for b in sizes) or any(not 0 <= t <= 2 for t in taus):
         raise ConfigError("tradeoff: batch sizes must be >= 1 and thresholds within [0, 2]")
-    text = tradeoff(args.run, tuple(args.baseline), taus, sizes, args.max_drop, args.repeats, args.out, args.device)
+    text = tradeoff(
+        args.run, tuple(args.baseline), taus, sizes, args.max_drop, args.repeats, args.out, args.device, args.force
+    )
     print(text)
     return 0
 
@@ -302,6 +304,7 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument(
         "--by", default=None, metavar="SCORE", help="score ranking the suspects (default: final g, or -AUM)"
     )
+    sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(func=cmd_analyze)
 
     sp = sub.add_parser("ood", help="out-of-distribution detection: g against max-softmax and energy")
@@ -311,6 +314,7 @@ def _add_analysis_commands(sub) -> None:
     )
     sp.add_argument("-o", "--out", default=None, help="folder for ood.md / ood.json (default: the run)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(func=cmd_ood)
 
     sp = sub.add_parser("tradeoff", help="accuracy vs MACs and measured time when a hard gate skips layers")
@@ -329,6 +333,7 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--repeats", type=count(1), default=3, help="timed repeats (median) per point")
     sp.add_argument("-o", "--out", default=None, help="folder for tradeoff.* (default: the run)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(func=cmd_tradeoff)
 
     sp = sub.add_parser(

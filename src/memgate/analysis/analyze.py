@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RunError
+from ..outputs import claim, record
 from ..train.rundir import CHECKPOINT, GATES, SIGNALS, read_gates, read_signals
 from .detection import analyze_detection, scores
-from .external import compare_external
+from .external import compare_external, read_external
 from .gates import analyze_gates
 from .memorisation import analyze_memorisation
-from .suspects import write_suspects
+from .suspects import check_by, write_suspects
 
 
 def analyze_run(
@@ -25,28 +26,33 @@ def analyze_run(
     external: str | Path | None = None,
     suspects: int = 0,
     by: str | None = None,
+    force: bool = False,
 ) -> str:
     """Figures and a text summary of a run; returns the text. ``external``: an .npz of per-sample
-    scores to compare; ``suspects``: export that many most suspicious samples, ranked ``by`` a score."""
+    scores to compare; ``suspects``: export that many most suspicious samples, ranked ``by`` a score.
+    Every input is checked before anything is written; ``out`` must not hold another run's results
+    (unless ``force``)."""
     run = Path(run)
     if not any((run / f).exists() for f in (GATES, SIGNALS, CHECKPOINT)):
         raise RunError(f"analyze: {run} is not a run folder (no {GATES}, {SIGNALS} or {CHECKPOINT}); pass a run's out")
-    out_dir = Path(out) if out else run
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (run / SIGNALS).exists() and (external or suspects):
+        raise RunError(
+            f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
+        )
+    signals = read_signals(run) if (run / SIGNALS).exists() else None
+    score_map = scores(signals, read_gates(run) if (run / GATES).exists() else None) if signals else {}
+    if external:
+        read_external(external, signals["indices"])  # a bad file fails here, before any output
+    if suspects:
+        check_by(score_map, by)
+    out_dir = claim(out or run, run, "analyze", force)
     lines = analyze_gates(run, out_dir) if (run / GATES).exists() else [f"{run}: no gate (baseline run)"]
-    if not (run / SIGNALS).exists():
-        if external or suspects:
-            raise RunError(
-                f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
-            )
-        return "\n".join(lines)
-    lines += analyze_memorisation(run, out_dir)
-    lines += analyze_detection(run, out_dir)
-    if external or suspects:
-        signals = read_signals(run)
-        score_map = scores(signals, read_gates(run) if (run / GATES).exists() else None)
+    if signals is not None:
+        lines += analyze_memorisation(run, out_dir)
+        lines += analyze_detection(run, out_dir)
         if external:
             lines += compare_external(external, signals, score_map, out_dir)
         if suspects:
             lines += write_suspects(run, out_dir, signals, score_map, suspects, by)
+    record(out_dir, run, "analyze")
     return "\n".join(lines)

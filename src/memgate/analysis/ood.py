@@ -19,6 +19,7 @@ from ..atomic import write_json, write_text
 from ..data import load_dataset
 from ..data.dataset import IMAGE_SHAPE
 from ..markdown import table
+from ..outputs import claim, record, run_folder
 from ..train.evaluate import Outputs, open_run, predict
 from ..train.rundir import OOD
 from .metrics import auroc, fpr_at_tpr
@@ -44,7 +45,10 @@ def ood_scores(out: Outputs) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float64) for k, v in scores.items()}
 
 
-def run_ood(run: str | Path, sources: list[str], out: str | Path | None = None, device: str = "auto") -> str:
+def run_ood(
+    run: str | Path, sources: list[str], out: str | Path | None = None, device: str = "auto", force: bool = False
+) -> str:
+    out_dir = claim(out or run_folder(run), run, "ood", force)
     r = open_run(run, device=device)
     test_x = r.dataset.x_test
     inside = ood_scores(predict(r, test_x))
@@ -65,11 +69,10 @@ def run_ood(run: str | Path, sources: list[str], out: str | Path | None = None, 
                 for k in inside
             },
         }
-    out_dir = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / OOD, result)
     text = _markdown(result)
     write_text(out_dir / "ood.md", text)
+    record(out_dir, run, "ood")
     return text + f"\n(ood.md and ood.json in {out_dir})"
 
 

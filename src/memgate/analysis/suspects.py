@@ -24,6 +24,14 @@ def default_score(score_map: dict[str, np.ndarray]) -> str:
     return gs[-1] if gs else "neg_aum"
 
 
+def check_by(score_map: dict[str, np.ndarray], by: str | None) -> str:
+    """The score ranking the suspects: ``by``, or the default; a one-line error for an unknown one."""
+    by = by or default_score(score_map)
+    if by not in score_map:
+        raise ConfigError(f"analyze: --by {by} is not a score of this run (choose from {', '.join(sorted(score_map))})")
+    return by
+
+
 def write_suspects(
     run: Path,
     out_dir: Path,
@@ -32,9 +40,7 @@ def write_suspects(
     count: int,
     by: str | None,
 ) -> list[str]:
-    by = by or default_score(score_map)
-    if by not in score_map:
-        raise ConfigError(f"analyze: --by {by} is not a score of this run (choose from {', '.join(sorted(score_map))})")
+    by = check_by(score_map, by)
     if count < 1:
         raise ConfigError(f"analyze: --suspects {count} must be at least 1")
     order = np.argsort(-score_map[by], kind="stable")[:count]

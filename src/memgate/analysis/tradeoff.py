@@ -24,6 +24,7 @@ from ..atomic import write_json, write_text
 from ..config import load_config
 from ..errors import ConfigError, RunError
 from ..models import macs_per_stage
+from ..outputs import claim, record, run_folder
 from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import CONFIG, TRADEOFF, read_summary
 from .figures import save, subplots
@@ -95,8 +96,23 @@ def tradeoff(
     repeats: int = 3,
     out: str | Path | None = None,
     device: str = "auto",
+    force: bool = False,
 ) -> str:
+    """Sweep tau through a skip-capable gate; writes tradeoff.csv/json/png into ``out`` (default: the run),
+    after every input (the run, each ``--baseline``, ``max_drop``) has been checked."""
+    if max_drop is not None and (not np.isfinite(max_drop) or max_drop < 0):
+        raise ConfigError(f"tradeoff: --max-drop {max_drop} must be a finite number of points >= 0")
+    if repeats < 1:
+        raise ConfigError(f"tradeoff: --repeats {repeats} must be at least 1")
+    if max_drop is not None and 0.0 not in taus:
+        raise ConfigError("tradeoff: --max-drop compares against full routing, so --thresholds must include 0")
+    references = [_reference_point(b) for b in baselines]  # a bad --baseline fails before any output
     r = open_run(run, device=device)
+    other = [b["run"] for b in references if b["data"] != r.cfg.data.dataset]
+    if other:
+        raise ConfigError(
+            f"tradeoff: --baseline {other[0]} was trained on another dataset than {run}; compare like with like"
+        )
     if not r.cfg.model.gates:
         raise RunError(
             f"tradeoff: {run} has no gate; there is nothing to route (pass a gated run, --baseline for this one)"
@@ -132,11 +148,14 @@ def tradeoff(
         "full_network": full,
         "soft_gate": {"test_acc": float((soft.logits.argmax(1).numpy() == test[1]).mean()), "macs": total},
         "points": rows,
-        "references": [_reference_point(b) for b in baselines],
+        "references": references,
     }
     if max_drop is not None:
         result["chosen"] = choose_tau(rows, max_drop)
-    return _write(result, Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent), batch_sizes)
+    out_dir = claim(out or run_folder(run), run, "tradeoff", force)
+    text = _write(result, out_dir, batch_sizes)
+    record(out_dir, run, "tradeoff")
+    return text
 
 
 def choose_tau(rows: list[dict], max_drop: float) -> dict:
@@ -165,7 +184,13 @@ def _reference_point(run: str | Path) -> dict:
     if cfg.model.gates:
         reads = "o2" if cfg.gate.input == "output" else "o1"
         label = f"soft gate over {'+'.join(f'B{g}' for g in cfg.model.gates)} reading {reads}"
-    return {"run": str(run), "label": label, "test_acc": s["final_test_acc"], "macs": s["macs"]}
+    return {
+        "run": str(run),
+        "label": label,
+        "test_acc": s["final_test_acc"],
+        "macs": s["macs"],
+        "data": cfg.data.dataset,
+    }
 
 
 def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
