@@ -491,3 +491,21 @@ def test_outputs_belong_to_their_run(npz, finished, tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
     fails_cleanly(capsys, ["analyze", other, "-o", out, "--scores", tmp_path / "bad.npz"], "cannot read", root=out)
     fails_cleanly(capsys, ["analyze", other, "-o", out, "--suspects", "5", "--by", "nope"], "--by nope", root=out)
+
+
+def test_an_edited_exclude_file_is_named_as_changed(npz, tmp_path, capsys):
+    excl = tmp_path / "drop.txt"
+    excl.write_text("")
+    cfg = tiny(npz, tmp_path / "run", "train.epochs=1", f"data.exclude={excl}")
+    (tmp_path / "c.toml").write_text(cfg.to_toml())
+    assert main(["train", "-c", str(tmp_path / "c.toml")]) == 0
+    with np.load(tmp_path / "run" / "signals.npz") as z:
+        split_first = z["indices"][:3]
+    excl.write_text("\n".join(str(i) for i in split_first))  # the finished run dropped none of these
+    err = fails_cleanly(
+        capsys, ["train", "-c", tmp_path / "c.toml"], "has changed since the run", root=tmp_path / "run"
+    )
+    assert str(excl) in err
+    assert main(["train", "-c", str(tmp_path / "c.toml"), "--force"]) == 0
+    with np.load(tmp_path / "run" / "signals.npz") as z:
+        assert not np.isin(split_first, z["indices"]).any()

@@ -12,6 +12,7 @@ so every reader sees whole epochs x N arrays either way. A finished run's npz fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ HISTORY_NAMES, HISTORY_EPOCHS = "history_names", "history_epochs"  # an npz's re
 LOCK = ".lock"
 OOD = "ood.json"  # written by `memgate ood` (default: into the run)
 TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the run)
-RUN_FILES = (CONFIG, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
+INPUTS = "inputs.json"  # sha256 of the files the config names (data.path, data.exclude, train.init)
+RUN_FILES = (CONFIG, INPUTS, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
+INPUT_KEYS = ("data.path", "data.exclude", "train.init")
 NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
 UNRECORDED = "train.precision"  # "" in a config that was written before a run resolved it
 
@@ -114,6 +117,15 @@ def run_state(cfg: Config, force: bool = False) -> str:
             f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); "
             "choose another out=, or --force to replace it"
         )
+    changed = changed_inputs(cfg, out)
+    if changed:
+        if force:
+            return "replace"
+        k, path = changed[0]
+        raise RunError(
+            f"run: {k}={path} has changed since the run in {out} started (its content hash differs); "
+            "restore that file, or train into another out= (--force replaces the run)"
+        )
     if (out / SUMMARY).exists() and _readable_json(out / SUMMARY):
         return "done"
     if (out / CHECKPOINT).exists():
@@ -179,7 +191,50 @@ def _lock_holder(path: Path) -> int | None:
 
 
 def write_config(run: str | Path, cfg: Config) -> None:
+    """config.toml, and inputs.json: the content hash of every input file the config names."""
+    write_json(Path(run) / INPUTS, input_hashes(cfg))
     write_text(Path(run) / CONFIG, cfg.to_toml())
+
+
+def input_hashes(cfg: Config) -> dict[str, str]:
+    """sha256 of the files behind data.path, data.exclude and train.init (a run folder: its
+    checkpoint; a folder of images: its file names and sizes); keys left empty are skipped."""
+    flat = _flat(cfg.to_dict())
+    out = {}
+    for key in INPUT_KEYS:
+        value = flat[key]
+        if value and value != "scratch":
+            out[key] = _content_hash(Path(value).expanduser())
+    return out
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    target = path / CHECKPOINT if (path / CHECKPOINT).is_file() else path
+    try:
+        if target.is_dir():
+            for f in sorted(p for p in target.rglob("*") if p.is_file()):
+                digest.update(f"{f.relative_to(target)}\0{f.stat().st_size}\0".encode())
+        else:
+            with open(target, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()
+
+
+def changed_inputs(cfg: Config, out: Path) -> list[tuple[str, str]]:
+    """(key, path) of every input whose content differs from what the run in ``out`` recorded."""
+    try:
+        recorded = json.loads((out / INPUTS).read_text())
+    except (OSError, ValueError):
+        return []  # a run of an older memgate: nothing recorded to compare
+    if not isinstance(recorded, dict):
+        return []
+    now = input_hashes(cfg)
+    flat = _flat(cfg.to_dict())
+    return [(k, flat[k]) for k in INPUT_KEYS if k in recorded and recorded[k] != now.get(k)]
 
 
 def write_metrics(run: str | Path, rows: list[dict]) -> None:
