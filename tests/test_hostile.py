@@ -509,3 +509,60 @@ def test_an_edited_exclude_file_is_named_as_changed(npz, tmp_path, capsys):
     assert main(["train", "-c", str(tmp_path / "c.toml"), "--force"]) == 0
     with np.load(tmp_path / "run" / "signals.npz") as z:
         assert not np.isin(split_first, z["indices"]).any()
+
+
+def _gates_with(finished, **changes):
+    with np.load(finished / "gates.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    return arrays
+
+
+def _huge_npz(path):
+    """An npz whose g_b3 header claims 10^13 float16 values in a few bytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f2", "fortran_order": False, "shape": (10**13,)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("g_b3.npy", b"\x93NUMPY" + header.getvalue()[6:] + b"\0" * 16)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"stages": None}, "stages must list the gated stages"),
+        ({"g_b3": np.zeros(448, np.float16)}, "g_b3 has shape (448,)"),
+        ({"g_b3": np.full((1, 448), np.nan, np.float16)}, "g_b3 has no finite value"),
+        ({"g_b3": np.full((1, 448), 3.0, np.float16)}, "outside [0, 1]"),
+        ({"labels": -np.ones(448, np.int64)}, "labels must hold integers >= 0"),
+        ({"indices": np.zeros(448, np.int64)}, "indices repeats a dataset index"),
+        ({"noisy": None}, "noisy is missing"),
+        ({"noisy": np.zeros(3, bool)}, "noisy has shape (3,)"),
+    ],
+)
+def test_damaged_gates_npz_is_one_line(finished, tmp_path, capsys, change, needle):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.toml", "checkpoint.pt", "signals.npz", "summary.json"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    np.savez(run / "gates.npz", **_gates_with(finished, **change))
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "out"], needle)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_crafted_or_linked_run_files_are_refused(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.toml", "checkpoint.pt", "signals.npz", "summary.json"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    _huge_npz(run / "gates.npz")
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o1"], "claims shape (10000000000000,)")
+    (run / "gates.npz").unlink()
+    (run / "gates.npz").symlink_to(finished / "gates.npz")
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o2"], "is a symbolic link")
+    (run / "gates.npz").unlink()
+    (run / "gates.npz").symlink_to(run / "gates.npz")  # a loop
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o3"], "is a symbolic link")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RunError
 from ..outputs import claim, record
-from ..train.rundir import CHECKPOINT, GATES, SIGNALS, read_gates, read_signals
+from ..train.rundir import CHECKPOINT, GATES, SIGNALS, present, read_gates, read_signals
 from .detection import analyze_detection, scores
 from .external import compare_external, read_external
 from .gates import analyze_gates
@@ -35,18 +35,18 @@ def analyze_run(
     run = Path(run)
     if not any((run / f).exists() for f in (GATES, SIGNALS, CHECKPOINT)):
         raise RunError(f"analyze: {run} is not a run folder (no {GATES}, {SIGNALS} or {CHECKPOINT}); pass a run's out")
-    if not (run / SIGNALS).exists() and (external or suspects):
+    if not present(run, SIGNALS) and (external or suspects):
         raise RunError(
             f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
         )
-    signals = read_signals(run) if (run / SIGNALS).exists() else None
-    score_map = scores(signals, read_gates(run) if (run / GATES).exists() else None) if signals else {}
+    signals = read_signals(run) if present(run, SIGNALS) else None
+    score_map = scores(signals, read_gates(run) if present(run, GATES) else None) if signals else {}
     if external:
         read_external(external, signals["indices"])  # a bad file fails here, before any output
     if suspects:
         check_by(score_map, by)
     out_dir = claim(out or run, run, "analyze", force)
-    lines = analyze_gates(run, out_dir) if (run / GATES).exists() else [f"{run}: no gate (baseline run)"]
+    lines = analyze_gates(run, out_dir) if present(run, GATES) else [f"{run}: no gate (baseline run)"]
     if signals is not None:
         lines += analyze_memorisation(run, out_dir)
         lines += analyze_detection(run, out_dir)

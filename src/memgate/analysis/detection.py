@@ -19,7 +19,7 @@ import numpy as np
 from ..atomic import write_json, write_text
 from ..errors import RunError
 from ..markdown import table
-from ..train.rundir import GATES, SIGNALS, read_gates, read_signals
+from ..train.rundir import GATES, SIGNALS, present, read_gates, read_signals
 from .figures import save, subplots
 from .memorisation import data_map
 from .metrics import auroc, average_precision, precision_recall_at_k
@@ -112,13 +112,13 @@ def analyze_detection(run: str | Path, out_dir: str | Path | None = None) -> lis
     """detection.md / detection.json / detection_auroc.png for a run with injected label noise.
     Returns the lines to print (one saying why, when the run has no injected noise)."""
     run = Path(run)
-    if not (run / SIGNALS).exists():
+    if not present(run, SIGNALS):
         raise RunError(f"analyze: {run} has no {SIGNALS} (trained by an older memgate, or no epoch finished)")
     signals = read_signals(run)
     noisy = signals["noisy"].astype(bool)
     if not noisy.any():
         return ["  detection: skipped, the run has no injected label noise (set data.label_noise to measure it)"]
-    gates = read_gates(run) if (run / GATES).exists() else None
+    gates = read_gates(run) if present(run, GATES) else None
     out_dir = Path(out_dir) if out_dir else run
     table = detection_table(scores(signals, gates), noisy)
     curves = per_epoch_auroc(signals, gates)

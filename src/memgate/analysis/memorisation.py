@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.rundir import GATES, SIGNALS, read_gates, read_metrics, read_signals
+from ..train.rundir import GATES, SIGNALS, present, read_gates, read_metrics, read_signals
 from .figures import save, subplots
 
 MEMORISED_SHARES = (0.5, 0.9)
@@ -78,7 +78,7 @@ def plot_data_map(dm: dict[str, np.ndarray], noisy: np.ndarray, g: np.ndarray | 
 def analyze_memorisation(run: Path, out_dir: Path) -> list[str]:
     """data_map.png, and how many wrong labels the run fitted when (lines to print)."""
     signals = read_signals(run)
-    gates = read_gates(run) if (run / GATES).exists() else None
+    gates = read_gates(run) if present(run, GATES) else None
     noisy = signals["noisy"].astype(bool)
     dm = data_map(signals["loss"], signals["correct"])
     g = gates[f"g_b{gates['stages'][-1]}"][-1].astype(np.float32) if gates is not None else None
@@ -105,7 +105,7 @@ def run_fit(run: Path) -> dict[str, np.ndarray] | None:
     rows = read_metrics(run)
     if rows and rows[-1].get("train_acc_noisy") is not None:
         return {k: np.array([r[k] for r in rows], dtype=np.float64) for k in ("train_acc_noisy", "train_acc_clean")}
-    if not (Path(run) / SIGNALS).exists():
+    if not present(Path(run), SIGNALS):
         return None
     signals = read_signals(run)
     noisy = signals["noisy"].astype(bool)

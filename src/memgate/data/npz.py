@@ -19,8 +19,9 @@ from .readers import MAX_MEMBER_BYTES
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _check_headers(path: Path) -> None:
-    """Each array's claimed size must fit the archive member holding it, and the size limit."""
+def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
+    """A description of the first array whose header claims more bytes than its archive member holds
+    (or than ``limit``), else None: checked before anything is allocated."""
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
@@ -30,11 +31,17 @@ def _check_headers(path: Path) -> None:
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
             claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-            if claimed > min(info.file_size, MAX_MEMBER_BYTES):
-                raise DataError(
-                    f"data: {info.filename[:-4]} in {path} claims shape {shape} ({claimed:,d} bytes) but holds "
-                    f"{info.file_size:,d} bytes; the file is corrupt or crafted, re-export it"
-                )
+            if claimed > min(info.file_size, limit):
+                name, held = info.filename[:-4], f"{info.file_size:,d}"
+                return f"{name} claims shape {shape} ({claimed:,d} bytes) but holds {held} bytes"
+    return None
+
+
+def _check_headers(path: Path) -> None:
+    """Each array's claimed size must fit the archive member holding it, and the size limit."""
+    bad = oversized_member(path)
+    if bad:
+        raise DataError(f"data: {bad} in {path}; the file is corrupt or crafted, re-export it")
 
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], tuple[str, ...] | None]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..analysis.detection import detection_table, scores
 from ..markdown import table as md_table
-from ..train.rundir import GATES, OOD, SIGNALS, read_analysis, read_gates, read_signals
+from ..train.rundir import GATES, OOD, SIGNALS, present, read_analysis, read_gates, read_signals
 
 # Columns of the noisy-label table, in order, when present in a run.
 NOISE_COLUMNS = (
@@ -40,15 +40,15 @@ def noise_rows(meta: dict[str, Any], results: dict[str, list[dict]]) -> tuple[li
     for v in meta["variants"]:
         for r in results.get(v["name"], []):
             run = Path(r["run"])
-            if not r.get("noisy_train") or not (run / SIGNALS).exists():
+            if not r.get("noisy_train") or not present(run, SIGNALS):
                 continue
             sig = read_signals(run)
-            gates = read_gates(run) if (run / GATES).exists() else None
+            gates = read_gates(run) if present(run, GATES) else None
             det = detection_table(scores(sig, gates), sig["noisy"].astype(bool))
             for k, d in det.items():
                 table.setdefault(v["name"], {}).setdefault(k, []).append(d["auroc"])
-    present = {k for row in table.values() for k in row}
-    return [c for c in NOISE_COLUMNS if c in present], table
+    shown = {k for row in table.values() for k in row}
+    return [c for c in NOISE_COLUMNS if c in shown], table
 
 
 def detection_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:

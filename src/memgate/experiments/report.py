@@ -19,7 +19,7 @@ from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
 from ..train.evaluate import run_dataset
-from ..train.rundir import GATES, read_gates, read_metrics, read_summary
+from ..train.rundir import GATES, present, read_gates, read_metrics, read_summary
 from .detection_table import detection_markdown
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
@@ -235,7 +235,7 @@ def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path
     gated = [
         (v["name"], results[v["name"]][0])
         for v in meta["variants"]
-        if results.get(v["name"]) and (Path(results[v["name"]][0]["run"]) / GATES).exists()
+        if results.get(v["name"]) and present(Path(results[v["name"]][0]["run"]), GATES)
     ]
     for name, run in gated:
         png = f"fig2_{name}.png"

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import sanitize, write_atomic, write_json, write_text
 from ..config import Config, config_from_dict, read_toml
+from ..data.npz import oversized_member
 from ..errors import ConfigError, RunError, StorageError
 
 CONFIG = "config.toml"
@@ -274,6 +275,13 @@ def _read_json(path: Path, remedy: str) -> dict[str, Any] | None:
     return result
 
 
+def present(run: str | Path, name: str) -> bool:
+    """Whether the run has file ``name``; a link counts (a dangling or looping one too), so that its
+    reader refuses it in one line instead of the run looking as if it had no such file."""
+    path = Path(run) / name
+    return path.exists() or path.is_symlink()
+
+
 def is_finished(run: str | Path) -> bool:
     return (Path(run) / SUMMARY).exists()
 
@@ -300,7 +308,12 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
     path = Path(run)
     if path.is_dir():
         path = path / name
+    if path.is_symlink():
+        raise RunError(f"run: {path} is a symbolic link; memgate reads a run's own files only (copy the file in)")
     try:
+        bad = oversized_member(path)
+        if bad:
+            raise RunError(f"run: {path}: {bad}; the file is damaged or crafted, run `memgate train` on the run again")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
@@ -312,7 +325,62 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
         ) from None
     if HISTORY_NAMES in arrays:
         _join_history(arrays, path)
+    check_run_arrays(arrays, name, path)
     return arrays
+
+
+SPLIT_FIELDS = ("indices", "labels", "clean_labels", "noisy")  # one entry per training sample, every file
+HISTORIES = {GATES: ("g_b",), SIGNALS: ("loss", "margin", "correct", "gate_loss_b", "gate_entropy_b")}
+
+
+def check_run_arrays(arrays: dict[str, np.ndarray], name: str, path: Path) -> None:
+    """The schema of gates.npz / signals.npz: the split fields (1-D, N entries, indices unique and
+    >= 0, labels >= 0, noisy bool), every history epochs x N float with the same epochs, at least one
+    finite value in each; g within [0, 1]; softmax snapshots N x C. A one-line RunError otherwise."""
+
+    def bad(field: str, problem: str) -> RunError:
+        return RunError(f"run: {path}: {field} {problem}; the file is damaged, run `memgate train` on the run again")
+
+    for k in SPLIT_FIELDS:
+        if k not in arrays:
+            raise bad(k, "is missing")
+    n = len(arrays["indices"])
+    for k in SPLIT_FIELDS:
+        a = arrays[k]
+        if a.ndim != 1 or len(a) != n:
+            raise bad(k, f"has shape {a.shape}, expected ({n},) like indices")
+        if k == "noisy" and a.dtype != bool:
+            raise bad(k, f"is {a.dtype}, expected bool")
+        if k != "noisy" and (a.dtype.kind not in "iu" or (n and a.min() < 0)):
+            raise bad(k, "must hold integers >= 0")
+    if len(np.unique(arrays["indices"])) != n:
+        raise bad("indices", "repeats a dataset index")
+    if name == GATES:
+        stages = arrays.get("stages")
+        if stages is None or stages.ndim != 1 or stages.dtype.kind not in "iu" or not set(stages.tolist()) <= {2, 3}:
+            raise bad("stages", "must list the gated stages (2 and/or 3)")
+        required = [f"g_b{s}" for s in stages.tolist()]
+    else:
+        required = ["loss", "margin", "correct"]
+    prefixes = HISTORIES[name]
+    hist = [k for k in arrays if k in required or (k.startswith(prefixes) and k[-1].isdigit() and "_" in k)]
+    epochs = None
+    for k in [*required, *hist]:
+        if k not in arrays:
+            raise bad(k, "is missing")
+        a = arrays[k]
+        if a.ndim != 2 or a.shape[1] != n or a.dtype.kind != "f" or len(a) == 0:
+            raise bad(k, f"has shape {a.shape} ({a.dtype}), expected epochs x {n} floats")
+        if epochs is not None and len(a) != epochs:
+            raise bad(k, f"has {len(a)} epochs, the other histories {epochs}")
+        epochs = len(a)
+        if not np.isfinite(a[-1]).any():
+            raise bad(k, "has no finite value in its last epoch")
+        if k.startswith("g_b") and (np.nanmin(a) < 0 or np.nanmax(a) > 1):
+            raise bad(k, "holds values outside [0, 1]")
+    for k in ("probs_final", "probs_before_drop"):
+        if k in arrays and (arrays[k].ndim != 2 or len(arrays[k]) != n or arrays[k].dtype.kind != "f"):
+            raise bad(k, f"has shape {arrays[k].shape}, expected {n} x classes floats")
 
 
 def _join_history(arrays: dict[str, np.ndarray], path: Path) -> None:
