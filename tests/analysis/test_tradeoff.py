@@ -91,7 +91,8 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     (ref,) = res["references"]
     o2_summary = json.loads((o2 / "summary.json").read_text())
     assert ref["label"] == "soft gate over B3 reading o2" and ref["test_acc"] == o2_summary["final_test_acc"]
-    assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,val_acc,routed_b2,routed_b3,macs")
+    assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,random_test_acc,val_acc,routed_b2,routed_b3")
+    assert "random_test_acc" not in pts[0.0]  # two gates: no random-routing control
     assert (run / "tradeoff.png").stat().st_size > 10_000
 
     assert main(["tradeoff", str(o2)]) == 2  # an o2 gate: one line, no curve
@@ -114,3 +115,19 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert main(["report", str(grid)]) == 2
     err = capsys.readouterr().err.strip()
     assert "tradeoff.json is damaged" in err and "memgate tradeoff" in err
+
+
+def test_random_routing_control_of_a_single_gate(npz, tmp_path):
+    """The same share routed at random: all routed = the full network, none = all skipped, linear between."""
+    run = tmp_path / "o1"
+    training.train(tiny(npz, run, "train.epochs=1", "gate.input=first_unit"))
+    argv = ["tradeoff", str(run), "--thresholds", "0,0.5,0.9,1.01", "--batch-sizes", "8", "--repeats", "1"]
+    assert main(argv) == 0
+    pts = {p["tau"]: p for p in json.loads((run / "tradeoff.json").read_text())["points"]}
+    full, skip = pts[0.0], pts[1.01]
+    assert full["random_test_acc"] == pytest.approx(full["test_acc"]) and skip["random_test_acc"] == pytest.approx(
+        skip["test_acc"]
+    )
+    for p in pts.values():
+        share = p["test_routed"]["3"]
+        assert p["random_test_acc"] == pytest.approx(share * full["test_acc"] + (1 - share) * skip["test_acc"])

@@ -51,6 +51,20 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     }
 
 
+def _random_control(r: SavedRun, test: tuple[np.ndarray, np.ndarray], rows: list[dict]) -> None:
+    """Does g pick well? For a single gate, the same network routing the same share of test images
+    chosen at random: in eval mode each image's prediction depends on its own route only, so the
+    expected accuracy is share * acc(all routed) + (1 - share) * acc(none routed), exactly (and its
+    MACs are the same as the gate's at that share). Adds ``random_test_acc`` to every point."""
+    if len(r.cfg.model.gates) != 1:
+        return
+    x, y = test
+    acc = {m: float((predict(r, x, g_mode=m).logits.argmax(1).numpy() == y).mean()) for m in ("full", "skip")}
+    for row in rows:
+        share = next(iter(row["test_routed"].values()))
+        row["random_test_acc"] = share * acc["full"] + (1 - share) * acc["skip"]
+
+
 def paired_speedup(
     net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int, autocast: AbstractContextManager
 ) -> dict:
@@ -141,6 +155,7 @@ def tradeoff(
     # the full network's rate: median over every point's paired full passes
     full = {f"images_per_s_b{b}": float(np.median([p["full_images_per_s"][b] for p in rows])) for b in batch_sizes}
     soft = predict(r, test[0], g_mode="soft")
+    _random_control(r, test, rows)
     result = {
         "run": str(run),
         "macs_full": total,
@@ -197,7 +212,7 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = result["points"]
     stages = sorted(rows[0]["test_routed"])
-    cols = ["tau", "test_acc", "val_acc", *[f"routed_b{s}" for s in stages], "macs", "macs_ratio"]
+    cols = ["tau", "test_acc", "random_test_acc", "val_acc", *[f"routed_b{s}" for s in stages], "macs", "macs_ratio"]
     cols += [f"images_per_s_b{b}" for b in batch_sizes] + [f"speedup_b{b}" for b in batch_sizes]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -207,6 +222,7 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
             [
                 r["tau"],
                 r["test_acc"],
+                r.get("random_test_acc", ""),
                 r.get("val_acc", ""),
                 *[r["test_routed"][s] for s in stages],
                 r["test_macs"],
@@ -223,7 +239,7 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
 
 def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
     w = 5 * len(result["points"][0]["test_routed"]) - 1 + 2  # "100%" per gated stage, "/" between
-    head = f"  tau   test acc  {'routed':>{w}s}    MACs/img  ideal x  " + "  ".join(
+    head = f"  tau   test acc  random  {'routed':>{w}s}    MACs/img  ideal x  " + "  ".join(
         f"measured x (b={b})" for b in batch_sizes
     )
     lines = [
@@ -238,7 +254,8 @@ def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
         meas = "  ".join(f"{r['speedup'][b]:>17.2f}" for b in batch_sizes)
         slower |= {b for b in batch_sizes if r["speedup"][b] < 1 and r["test_macs"] < result["macs_full"]}
         acc, macs = f"{100 * r['test_acc']:7.2f}%", f"{r['test_macs']:>9,.0f}"
-        lines.append(f"  {r['tau']:<5.2f} {acc}  {routed:>{w}s}  {macs}  {ideal:6.2f}  {meas}")
+        rand = f"{100 * r['random_test_acc']:5.2f}%" if "random_test_acc" in r else "     - "
+        lines.append(f"  {r['tau']:<5.2f} {acc}  {rand}  {routed:>{w}s}  {macs}  {ideal:6.2f}  {meas}")
     for b in sorted(slower):
         lines.append(
             f"  note: at batch size {b}, real routing is SLOWER than the full network at some tau "
@@ -261,6 +278,9 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
     acc = [100 * p["test_acc"] for p in pts]
     ax = axes[0]
     ax.plot([p["test_macs"] / 1e6 for p in pts], acc, "o-", label="hard gate, tau swept")
+    if all("random_test_acc" in p for p in pts):
+        rand = [100 * p["random_test_acc"] for p in pts]
+        ax.plot([p["test_macs"] / 1e6 for p in pts], rand, ":", color="grey", label="same share routed at random")
     ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
     for b, marker in zip(result["references"], "*^vDP"):
         ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], marker, ms=10, label=b["label"])
