@@ -113,6 +113,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scores(args: argparse.Namespace) -> int:
+    from .analysis.export import export_scores
+
+    print(export_scores(args.run, args.out, force=args.force))
+    return 0
+
+
 def cmd_ood(args: argparse.Namespace) -> int:
     from .analysis.ood import run_ood
 
@@ -306,6 +313,12 @@ def _add_analysis_commands(sub) -> None:
     )
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(func=cmd_analyze)
+
+    sp = sub.add_parser("scores", help="per-sample g, loss, margin, max softmax of the final network (train, test)")
+    sp.add_argument("run", help="gated run directory")
+    sp.add_argument("-o", "--out", default=None, help="folder for train_scores.npz, test_scores.npz (default: the run)")
+    sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
+    sp.set_defaults(func=cmd_scores)
 
     sp = sub.add_parser("ood", help="out-of-distribution detection: g against max-softmax and energy")
     sp.add_argument("run", help="run directory or checkpoint.pt")

@@ -1,0 +1,122 @@
+"""`memgate scores RUN -o DIR`: the trained network's per-sample scores, for others to check.
+
+The final network, in eval mode and without augmentation, on every training sample of the run
+(its given labels) and on the test split: ``train_scores.npz`` and ``test_scores.npz``, rows in
+dataset-index order, with ``indices``, ``labels``, and float16 ``g_b<s>`` (each gate), ``loss`` and
+``margin`` (for the given label) and ``max_softmax``. ``scores.md``: Spearman of the final g with
+the loss, -AUM and forgetting events of the training passes (signals.npz), over all training
+samples and within each class, which says what g ranks. ``g_by_class.png``: per class, the
+training images with the highest and the lowest g.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ..atomic import write_atomic, write_text
+from ..data import make_split
+from ..errors import RunError
+from ..markdown import table
+from ..outputs import claim, record, run_folder
+from ..train.evaluate import open_run, predict
+from ..train.rundir import SIGNALS, present, read_signals
+from .detection import forgetting_events
+from .figures import image_grid
+
+PER_CLASS = 4  # images per class and end (highest, lowest g) in g_by_class.png
+
+
+def per_sample(logits: torch.Tensor, g: dict[int, torch.Tensor], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """float16 scores per image: g of each gate, loss and margin for ``labels``, max softmax."""
+    z = logits.double()
+    y = torch.from_numpy(labels.astype(np.int64))
+    logp = torch.log_softmax(z, 1)
+    given = z.gather(1, y[:, None]).squeeze(1)
+    other = z.scatter(1, y[:, None], -torch.inf).amax(1)
+    out = {f"g_b{s}": v.numpy() for s, v in g.items()}
+    out.update(
+        loss=(-logp.gather(1, y[:, None]).squeeze(1)).numpy(),
+        margin=(given - other).numpy(),
+        max_softmax=logp.exp().amax(1).numpy(),
+    )
+    return {k: v.astype(np.float16) for k, v in out.items()}
+
+
+def export_scores(run: str | Path, out: str | Path | None = None, force: bool = False) -> str:
+    r = open_run(run)
+    if not r.cfg.model.gates:
+        raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
+    out_dir = claim(out or run_folder(run), run, "scores", force)
+    split = make_split(r.dataset, r.cfg.data)
+    order = np.argsort(split.train_idx)  # dataset-index order
+    idx, labels = split.train_idx[order], split.train_labels[order]
+    sets = {
+        "train": (idx, labels, r.dataset.x_train[idx]),
+        "test": (np.arange(len(r.dataset.y_test)), r.dataset.y_test, r.dataset.x_test),
+    }
+    lines = [f"{run}: per-sample scores of the final network (eval mode, no augmentation)"]
+    result = {}
+    for name, (ind, lab, x) in sets.items():
+        o = predict(r, x)
+        arrays = {"indices": ind, "labels": lab.astype(np.int16), **per_sample(o.logits, o.g, lab)}
+        write_atomic(out_dir / f"{name}_scores.npz", lambda f, a=arrays: np.savez(f, **a))
+        result[name] = arrays
+        lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
+    stage = max(r.cfg.model.gates)
+    if present(run_folder(run), SIGNALS):
+        text = _spearman_table(result["train"], read_signals(run_folder(run)), stage, list(r.dataset.classes))
+        write_text(out_dir / "scores.md", text)
+        lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting)")
+    _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
+    lines.append(f"  g_by_class.png, in {out_dir}")
+    record(out_dir, run, "scores")
+    return "\n".join(lines)
+
+
+def _spearman_table(
+    train: dict[str, np.ndarray], signals: dict[str, np.ndarray], stage: int, classes: list[str]
+) -> str:
+    """Spearman of the final g with the training-pass loss (final), -AUM and forgetting, overall and per class."""
+    pos = np.searchsorted(train["indices"], signals["indices"])
+    g = train[f"g_b{stage}"].astype(np.float64)[pos]
+    other = {
+        "loss (final training pass)": signals["loss"][-1].astype(np.float64),
+        "-AUM": -signals["margin"].astype(np.float64).mean(0),
+        "forgetting events": forgetting_events(signals["correct"]),
+        "loss (final network, eval)": train["loss"].astype(np.float64)[pos],
+    }
+    labels = signals["labels"]
+    rows = []
+    for name, v in other.items():
+        within = [
+            spearmanr(g[labels == c], v[labels == c]).statistic for c in range(len(classes)) if (labels == c).sum() > 2
+        ]
+        rows.append(
+            [
+                name,
+                f"{spearmanr(g, v).statistic:+.3f}",
+                f"{np.nanmean(within):+.3f}",
+                f"{np.nanmin(within):+.3f} .. {np.nanmax(within):+.3f}",
+            ]
+        )
+    head = ["score", "Spearman with g (all samples)", "within class (mean)", "within class (range)"]
+    lines = [f"# What g ranks (gate over B{stage}, {len(g):,d} training samples)", ""]
+    return "\n".join(lines + table(head, rows) + [""])
+
+
+def _grid(train: dict[str, np.ndarray], images: np.ndarray, classes: list[str], stage: int, png: Path) -> None:
+    g = train[f"g_b{stage}"].astype(np.float32)
+    picks, titles = [], []
+    for c, name in enumerate(classes[:10]):
+        members = np.flatnonzero(train["labels"] == c)
+        ranked = members[np.argsort(-g[members], kind="stable")]
+        for end, chosen in (("high", ranked[:PER_CLASS]), ("low", ranked[::-1][:PER_CLASS])):
+            picks += list(chosen)
+            titles += [f"{name} {end}\ng={g[i]:.3f}" for i in chosen]
+    imgs = [images[train["indices"][i]] for i in picks]
+    title = f"per class: the {PER_CLASS} training images with the highest g, then the {PER_CLASS} with the lowest"
+    image_grid(imgs, titles, [False] * len(imgs), png, title)
