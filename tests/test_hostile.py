@@ -566,3 +566,38 @@ def test_crafted_or_linked_run_files_are_refused(finished, tmp_path, capsys):
     (run / "gates.npz").unlink()
     (run / "gates.npz").symlink_to(run / "gates.npz")  # a loop
     fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o3"], "is a symbolic link")
+
+
+def test_import_refuses_folders_sparse_and_absurd_files_before_building(tmp_path, capsys, monkeypatch):
+    import time as _time
+
+    from test_pretrained import akamaster_file
+
+    theirs, _ = akamaster_file(tmp_path / "r.th")
+    fails_cleanly(capsys, ["import", tmp_path, "-o", tmp_path / "o"], "is a folder")
+    sparse = {k: (v.to_sparse() if k == "linear.weight" else v) for k, v in theirs.items()}
+    torch.save({"state_dict": sparse}, tmp_path / "sparse.th")
+    fails_cleanly(capsys, ["import", tmp_path / "sparse.th", "-o", tmp_path / "o"], "sparse tensors")
+    deep = dict(theirs)  # 4,000 units per stage of 1-element tensors: refused without building a ResNet-24002
+    for s in (1, 2, 3):
+        for u in range(4000):
+            deep[f"layer{s}.{u}.conv1.weight"] = torch.zeros(1)
+    torch.save({"state_dict": deep}, tmp_path / "deep.th")
+    t = _time.perf_counter()
+    fails_cleanly(capsys, ["import", tmp_path / "deep.th", "-o", tmp_path / "o"], "claims a ResNet-24002")
+    assert _time.perf_counter() - t < 10
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", str(tmp_path / "r.th"), "-o", "123"]) == 0  # a numeric folder name is a name, not TOML
+    assert (tmp_path / "123" / "config.toml").exists()
+
+
+def test_excluding_every_sample_and_a_nonsense_paper_entry(npz, tmp_path, capsys):
+    from memgate.config import DataConfig
+    from memgate.data import load_dataset, make_split
+
+    split = make_split(load_dataset(npz), DataConfig(path=str(npz), val_size=64))
+    np.save(tmp_path / "all.npy", split.train_idx)
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / 'all.npy'}").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "drops every training sample")
+    (tmp_path / "g.toml").write_text(f'config = "{tmp_path / "c.toml"}"\n[[variant]]\nname = "a"\npaper = "abc"\n')
+    fails_cleanly(capsys, ["sweep", tmp_path / "g.toml", "--dry-run"], "paper must be [mean, std]")

@@ -12,6 +12,7 @@ BatchNorm's ``num_batches_tracked`` counter: a file with no counter at all gets 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ from .train.rundir import CHECKPOINT, RUN_FILES, write_config
 
 UNIT_KEY = re.compile(r"^layer([123])\.(\d+)\.(conv|bn)([12])\.(.+)$")
 BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+MAX_DEPTH = 1202  # the deepest of the public CIFAR ResNets
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"import: {path} holds no state dict of tensors; it is no checkpoint memgate knows")
+    if any(v.layout != torch.strided for v in sd.values()):
+        raise CheckpointError(f"import: {path} holds sparse tensors; a CIFAR ResNet checkpoint has dense ones")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
@@ -62,7 +66,19 @@ def detect(sd: dict[str, torch.Tensor], path: Path) -> tuple[int, int]:
     counts = {s: len(u) for s, u in units.items()}
     if len(set(counts.values())) != 1 or any(u != set(range(len(u))) for u in units.values()):
         raise CheckpointError(f"import: {path} has {counts} units in stages 1-3; a CIFAR ResNet has n in each")
-    return 6 * counts[1] + 2, int(sd["linear.weight"].shape[0])
+    depth = 6 * counts[1] + 2
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"import: {path} claims a ResNet-{depth}; the deepest CIFAR ResNet known is {MAX_DEPTH}")
+    for k, v in sd.items():  # the convolutions' shapes follow from the layout: checked before any model is built
+        m = UNIT_KEY.match(k)
+        if m and m[3] == "conv" and m[5] == "weight":
+            planes = 16 * 2 ** (int(m[1]) - 1)
+            cin = planes // 2 if (m[2] == "0" and m[4] == "1" and m[1] != "1") else planes
+            if tuple(v.shape) != (planes, cin, 3, 3):
+                raise CheckpointError(
+                    f"import: {path}: {k} has shape {tuple(v.shape)}, a CIFAR ResNet needs {(planes, cin, 3, 3)}"
+                )
+    return depth, int(sd["linear.weight"].shape[0])
 
 
 def _fill_bn_counters(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -108,6 +124,8 @@ def convert(sd: dict[str, torch.Tensor], path: Path, cfg: Config) -> dict[str, t
 def import_checkpoint(path: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Write ``out/checkpoint.pt`` and ``out/config.toml`` from an external checkpoint; returns the config."""
     path, out = Path(path), Path(out)
+    if path.is_dir():
+        raise CheckpointError(f"import: {path} is a folder; pass the downloaded .th/.pt file itself")
     if not path.is_file():
         raise CheckpointError(f"import: {path} not found; pass the downloaded .th/.pt file")
     try:
@@ -136,7 +154,7 @@ def _config(depth: int, classes: int, out: Path, overrides: list[str] | tuple[st
     # train.amp=false: the weights were trained in fp32, so eval reproduces the published accuracy exactly
     # (bf16 moves it by a few images); a gated run initialised from it has a config of its own.
     known = [*base, 'data.normalize="imagenet"', f'data.dataset="{dataset}"', "train.amp=false"]
-    cfg = load_config(None, [*known, *overrides, f"out={out}"])
+    cfg = load_config(None, [*known, *overrides, f"out={json.dumps(str(out))}"])  # quoted: -o 123 is a folder
     if cfg.model != load_config(None, base).model:
         raise ConfigError(
             f"import: the file is an ungated option-A ResNet-{depth} with {classes} classes; model.* overrides "

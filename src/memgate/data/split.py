@@ -108,6 +108,8 @@ def exclude(split: Split, drop: np.ndarray, source: str) -> Split:
             f"({len(unknown)} such); list indices of this run's training split (suspects.csv gives them)"
         )
     keep = ~np.isin(split.train_idx, drop)
+    if not keep.any():
+        raise DataError(f"data: data.exclude={source} drops every training sample; nothing would be left to train on")
     return Split(
         split.train_idx[keep], split.val_idx, split.train_labels[keep], split.clean_labels[keep], split.noisy[keep]
     )

@@ -145,6 +145,13 @@ def _checked_variant(v: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("init_from", "baseline"):
         if key in v and not isinstance(v[key], str):
             raise ConfigError(f"grid: variant {v['name']}: {key} must name another variant")
+    paper = v.get("paper")
+    if paper is not None and (
+        not isinstance(paper, list)
+        or not 1 <= len(paper) <= 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 100 for x in paper)
+    ):
+        raise ConfigError(f"grid: variant {v['name']}: paper must be [mean, std] in percent, e.g. paper = [93.5, 0.2]")
     if "seed_offset" in v and not _is_seed(v["seed_offset"]):
         raise ConfigError(f"grid: variant {v['name']}: seed_offset must be an integer >= 0")
     return v
