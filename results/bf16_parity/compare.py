@@ -31,8 +31,15 @@ def bf16_rows(runs: Path | None) -> list[dict]:
         for s in sorted((runs / v).glob("seed*/summary.json")):
             d = json.loads(s.read_text())
             assert d["precision"] == "bf16", s
-            rows.append({"variant": v, "seed": int(s.parent.name[4:]), "test_acc": d["final_test_acc"],
-                         "g_mean": d.get("final_g_mean") or "", "train_time_s": round(d["train_time_s"])})
+            rows.append(
+                {
+                    "variant": v,
+                    "seed": int(s.parent.name[4:]),
+                    "test_acc": d["final_test_acc"],
+                    "g_mean": d.get("final_g_mean") or "",
+                    "train_time_s": round(d["train_time_s"]),
+                }
+            )
     with open(BF16, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -44,8 +51,10 @@ def main() -> None:
     rows = bf16_rows(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
     with open(FP32) as f:
         fp32 = {r["variant"]: r for r in csv.DictReader(f)}
-    print("| variant | fp32 test % (mean ± std, 2 seeds) | bf16 test % (seeds 0, 1) | bf16 mean ± std | "
-          "bf16 - fp32 | Welch p | fp32 mean g | bf16 mean g |")
+    print(
+        "| variant | fp32 test % (mean ± std, 2 seeds) | bf16 test % (seeds 0, 1) | bf16 mean ± std | "
+        "bf16 - fp32 | Welch p | fp32 mean g | bf16 mean g |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for v in VARIANTS:
         b = [r for r in rows if r["variant"] == v]
@@ -57,7 +66,8 @@ def main() -> None:
         g_bf = [float(r["g_mean"]) for r in b if r["g_mean"] not in ("", None)]
         g_bf_s = f"{statistics.mean(g_bf):.3f}" if g_bf else "-"
         seeds = ", ".join(f"{a:.2f}" for a in acc)
-        print(f"| {v} | {fm:.2f} ± {fs:.2f} | {seeds} | {m:.2f} ± {sd:.2f} | {m - fm:+.2f} | {p:.2f} | {g_fp} | {g_bf_s} |")
+        cells = [v, f"{fm:.2f} ± {fs:.2f}", seeds, f"{m:.2f} ± {sd:.2f}", f"{m - fm:+.2f}", f"{p:.2f}", g_fp, g_bf_s]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
