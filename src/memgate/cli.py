@@ -142,7 +142,16 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     if any(b < 1 for b in sizes) or any(not 0 <= t <= 2 for t in taus):
         raise ConfigError("tradeoff: batch sizes must be >= 1 and thresholds within [0, 2]")
     text = tradeoff(
-        args.run, tuple(args.baseline), taus, sizes, args.max_drop, args.repeats, args.out, args.device, args.force
+        args.run,
+        tuple(args.baseline),
+        taus,
+        sizes,
+        args.max_drop,
+        args.repeats,
+        args.out,
+        args.device,
+        args.force,
+        args.note,
     )
     print(text)
     return 0
@@ -344,6 +353,7 @@ def _add_analysis_commands(sub) -> None:
         "--max-drop", type=number(0, 100), default=None, help="pick tau on validation: accuracy within D points"
     )
     sp.add_argument("--repeats", type=count(1), default=3, help="timed repeats (median) per point")
+    sp.add_argument("--note", default="", help='said on the figure, e.g. "timings invalid: ran beside other work"')
     sp.add_argument("-o", "--out", default=None, help="folder for tradeoff.* (default: the run)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")

@@ -111,9 +111,11 @@ def tradeoff(
     out: str | Path | None = None,
     device: str = "auto",
     force: bool = False,
+    note: str = "",
 ) -> str:
     """Sweep tau through a skip-capable gate; writes tradeoff.csv/json/png into ``out`` (default: the run),
-    after every input (the run, each ``--baseline``, ``max_drop``) has been checked."""
+    after every input (the run, each ``--baseline``, ``max_drop``) has been checked. ``note`` (e.g.
+    "timings invalid: ran beside other work") is kept in tradeoff.json and written on the figure."""
     if max_drop is not None and (not np.isfinite(max_drop) or max_drop < 0):
         raise ConfigError(f"tradeoff: --max-drop {max_drop} must be a finite number of points >= 0")
     if repeats < 1:
@@ -158,6 +160,7 @@ def tradeoff(
     _random_control(r, test, rows)
     result = {
         "run": str(run),
+        "note": note,
         "macs_full": total,
         "macs_skippable": skip,
         "full_network": full,
@@ -291,4 +294,5 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
         ax.axvline(result["full_network"][f"images_per_s_b{b}"], color="grey", ls="--", label="full network")
         ax.set(xlabel="images / s (measured)", ylabel="test accuracy (%)", title=f"accuracy vs throughput, batch {b}")
         ax.legend(fontsize=8)
-    save(fig, png, f"{'/'.join(Path(result['run']).parts[-2:])}: accuracy against compute and time", 10)
+    title = f"{'/'.join(Path(result['run']).parts[-2:])}: accuracy against compute and time"
+    save(fig, png, title + (f"\nNOTE: {result['note']}" if result.get("note") else ""), 10)
