@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-from collections.abc import Callable
-from typing import NoReturn
 
+from .cliargs import OneLineParser, count, number
 from .errors import ConfigError, Interrupted, MemgateError
 
 
@@ -209,45 +207,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report(args.runs_dir, out=args.out)
     return 0
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with memgate's error contract: one line on stderr naming the fix, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"memgate: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def count(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``low``."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{v} must be at least {low}")
-        return v
-
-    return parse
-
-
-def number(low: float, high: float = math.inf, open_low: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high] (low excluded when ``open_low``)."""
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(v) or v < low or v > high or (open_low and v == low):
-            bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number in {bounds}")
-        return v
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,29 +101,17 @@ def _timing_batches(r: SavedRun, x: np.ndarray, batch: int) -> list[torch.Tensor
     return list(xs.split(batch))
 
 
-def tradeoff(
-    run: str | Path,
-    baselines: tuple[str | Path, ...] = (),
-    taus: tuple[float, ...] = DEFAULT_TAUS,
-    batch_sizes: tuple[int, ...] = (1, 256),
-    max_drop: float | None = None,
-    repeats: int = 3,
-    out: str | Path | None = None,
-    device: str = "auto",
-    force: bool = False,
-    note: str = "",
-) -> str:
-    """Sweep tau through a skip-capable gate; writes tradeoff.csv/json/png into ``out`` (default: the run),
-    after every input (the run, each ``--baseline``, ``max_drop``) has been checked. ``note`` (e.g.
-    "timings invalid: ran beside other work") is kept in tradeoff.json and written on the figure."""
+def _check_flags(taus: tuple[float, ...], max_drop: float | None, repeats: int) -> None:
     if max_drop is not None and (not np.isfinite(max_drop) or max_drop < 0):
         raise ConfigError(f"tradeoff: --max-drop {max_drop} must be a finite number of points >= 0")
     if repeats < 1:
         raise ConfigError(f"tradeoff: --repeats {repeats} must be at least 1")
     if max_drop is not None and 0.0 not in taus:
         raise ConfigError("tradeoff: --max-drop compares against full routing, so --thresholds must include 0")
-    references = [_reference_point(b) for b in baselines]  # a bad --baseline fails before any output
-    r = open_run(run, device=device)
+
+
+def _check_run(r: SavedRun, run: str | Path, references: list[dict], max_drop: float | None) -> None:
+    """A gate that can route (it reads o1), references of the same dataset, validation data for --max-drop."""
     other = [b["run"] for b in references if b["data"] != r.cfg.data.dataset]
     if other:
         raise ConfigError(
@@ -140,6 +128,27 @@ def tradeoff(
         )
     if max_drop is not None and not len(r.data.val_y):
         raise ConfigError(f"tradeoff: --max-drop needs a validation split and {run} has none (data.val_size=0)")
+
+
+def tradeoff(
+    run: str | Path,
+    baselines: tuple[str | Path, ...] = (),
+    taus: tuple[float, ...] = DEFAULT_TAUS,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    max_drop: float | None = None,
+    repeats: int = 3,
+    out: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    note: str = "",
+) -> str:
+    """Sweep tau through a skip-capable gate; writes tradeoff.csv/json/png into ``out`` (default: the run),
+    after every input (the run, each ``--baseline``, ``max_drop``) has been checked. ``note`` (e.g.
+    "timings invalid: ran beside other work") is kept in tradeoff.json and written on the figure."""
+    _check_flags(taus, max_drop, repeats)
+    references = [_reference_point(b) for b in baselines]  # a bad --baseline fails before any output
+    r = open_run(run, device=device)
+    _check_run(r, run, references, max_drop)
     total, skip = macs_per_stage(r.net)
     test = (r.dataset.x_test, r.dataset.y_test)
     val = (r.data.val_x.cpu().numpy(), r.data.val_y.cpu().numpy()) if len(r.data.val_y) else None

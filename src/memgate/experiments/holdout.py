@@ -133,63 +133,61 @@ def collect(folder: str | Path) -> Path:
             f"holdout: {len(missing)} of {len(runs)} models are not finished ({', '.join(missing[:4])}"
             f"{', ...' if len(missing) > 4 else ''}); run `memgate holdout run {folder}` first"
         )
-    n = len(indices)
     first = open_run(runs[0].out)
     full = make_split(first.dataset, replace(first.cfg.data, exclude=""))
     if not np.array_equal(full.train_idx, indices):
         raise RunError(f"holdout: the models' training split is not the plan's ({folder / PLAN}); plan it again")
     labels, x = full.train_labels, first.dataset.x_train[indices]
-    classes = first.cfg.model.num_classes
-    acc = {k: np.zeros(n) for k in ("out_correct", "out_p", "out_loss", "in_correct")}
-    probs = np.zeros((n, classes))
-    per_model = np.zeros((len(runs), n))  # correctness of every model on every sample
-    for k, r in enumerate(runs):
-        trained = read_signals(r.out)["indices"]
-        if not np.array_equal(np.sort(trained), np.sort(indices[~held[k]])):
-            raise RunError(f"holdout: {r.out} trained on other samples than model {k} of the plan; train it again")
-        logits = predict(open_run(r.out) if k else first, x).logits.double()
-        p = logits.softmax(1).numpy()
-        p_label = p[np.arange(n), labels]
-        correct = (p.argmax(1) == labels).astype(np.float64)
-        per_model[k] = correct
-        out_, in_ = held[k], ~held[k]
-        acc["out_correct"][out_] += correct[out_]
-        acc["out_p"][out_] += p_label[out_]
-        acc["out_loss"][out_] -= np.log(np.maximum(p_label[out_], 1e-12))
-        acc["in_correct"][in_] += correct[in_]
-        probs[out_] += p[out_]
-    n_out, n_in = held.sum(0), (~held).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_out = {k: acc[k] / n_out for k in ("out_correct", "out_p", "out_loss")}
-        in_correct = acc["in_correct"] / n_in
-        heldout_probs = probs / n_out[:, None]
-    f16 = np.float16
-    result = {
-        "indices": indices,
-        "labels": labels,
-        "clean_labels": full.clean_labels,
-        "noisy": full.noisy,
-        "heldout_count": n_out.astype(np.uint8),
-        "in_count": n_in.astype(np.uint8),
-        "cscore": mean_out["out_correct"].astype(f16),
-        "heldout_p_label": mean_out["out_p"].astype(f16),
-        "heldout_loss": mean_out["out_loss"].astype(f16),
-        "in_correct": in_correct.astype(f16),
-        "memorisation": (in_correct - mean_out["out_correct"]).astype(f16),
-        "heldout_probs": heldout_probs.astype(f16),
-        "held_out": held,
-        "model_seeds": seeds,
-        "scores": (1 - mean_out["out_correct"]).astype(np.float64),
-    }
+    probs = np.stack([_softmax(k, r.out, first, held[k], indices, x) for k, r in enumerate(runs)])  # K x N x C
+    result, correct = aggregate(held, probs, labels)
+    result.update(indices=indices, labels=labels, clean_labels=full.clean_labels, noisy=full.noisy)
+    result.update(held_out=held, model_seeds=seeds)
     write_atomic(folder / RESULT, lambda f: np.savez(f, **result))
     summary = {
         "models": len(runs),
-        "n": n,
-        "heldout_count": [int(n_out.min()), int(n_out.max())],
-        **split_half_stability(held, per_model),
+        "n": len(indices),
+        "heldout_count": [int(result["heldout_count"].min()), int(result["heldout_count"].max())],
+        **split_half_stability(held, correct),
     }
     write_json(folder / SUMMARY, summary)
     return folder / RESULT
+
+
+def _softmax(k: int, run: Path, first, held: np.ndarray, indices: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Model k's softmax on every training sample, after checking it trained on exactly the complement
+    of its held-out list (so no sample is ever scored as held out by a network that saw it)."""
+    trained = read_signals(run)["indices"]
+    if not np.array_equal(np.sort(trained), np.sort(indices[~held])):
+        raise RunError(f"holdout: {run} trained on other samples than model {k} of the plan; train it again")
+    return predict(open_run(run) if k else first, x).logits.double().softmax(1).numpy()
+
+
+def aggregate(held: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """holdout.npz's estimates from the plan (K x N held out) and every model's softmax (K x N x C),
+    and the K x N correctness they come from."""
+    n = len(labels)
+    p_label = probs[:, np.arange(n), labels]
+    correct = (probs.argmax(2) == labels).astype(np.float64)
+    n_out, n_in = held.sum(0), (~held).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cscore = (correct * held).sum(0) / n_out
+        in_correct = (correct * ~held).sum(0) / n_in
+        mean = {
+            "heldout_p_label": (p_label * held).sum(0) / n_out,
+            "heldout_loss": (-np.log(np.maximum(p_label, 1e-12)) * held).sum(0) / n_out,
+            "heldout_probs": (probs * held[:, :, None]).sum(0) / n_out[:, None],
+        }
+    f16 = np.float16
+    result = {
+        "heldout_count": n_out.astype(np.uint8),
+        "in_count": n_in.astype(np.uint8),
+        "cscore": cscore.astype(f16),
+        **{k: v.astype(f16) for k, v in mean.items()},
+        "in_correct": in_correct.astype(f16),
+        "memorisation": (in_correct - cscore).astype(f16),
+        "scores": 1 - cscore,
+    }
+    return result, correct
 
 
 def split_half_stability(held: np.ndarray, correct: np.ndarray) -> dict[str, float | int | None]:
