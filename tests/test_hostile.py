@@ -22,9 +22,9 @@ import torch
 from datafactory import CLASSES, image_tree_files, python_version_files, write_tar, write_tree, write_zip
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.cli import main
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.run import train as run_training
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -256,7 +256,7 @@ def test_runs_folder_under_a_regular_file(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def finished(npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "run"
-    training.train(tiny(npz, out, "train.epochs=1"))
+    run_training(tiny(npz, out, "train.epochs=1"))
     return out
 
 
@@ -336,16 +336,16 @@ def test_run_files_without_config_toml_are_another_run(npz, finished, tmp_path, 
 
 def test_force_over_a_run_whose_tb_has_subfolders(npz, tmp_path):
     run = tmp_path / "run"
-    training.train(tiny(npz, run, "train.epochs=1"))
+    run_training(tiny(npz, run, "train.epochs=1"))
     (run / "tb" / "sub").mkdir()
     (run / "tb" / "sub" / "events").write_text("x")
-    s = training.train(tiny(npz, run, "train.epochs=1", "train.lr=0.05"), force=True)
+    s = run_training(tiny(npz, run, "train.epochs=1", "train.lr=0.05"), force=True)
     assert s["epochs"] == 1 and not (run / "tb" / "sub").exists()
 
 
 def test_force_keeps_the_old_run_when_the_new_one_cannot_start(npz, tmp_path, capsys):
     run = tmp_path / "run"
-    training.train(tiny(npz, run, "train.epochs=1"))
+    run_training(tiny(npz, run, "train.epochs=1"))
     (tmp_path / "c.toml").write_text(tiny(npz, run, "train.epochs=1", f"data.path={tmp_path / 'nope.npz'}").to_toml())
     fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml", "--force"], "does not exist", root=run)
 

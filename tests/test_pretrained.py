@@ -7,11 +7,11 @@ import pytest
 import torch
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.cli import main
 from memgate.config import ModelConfig
 from memgate.models import build_model
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.run import train as run_training
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained"
 PUBLISHED = {20: "91.73", 32: "92.62", 44: "93.11", 56: "93.39"}  # ../shared/pretrained/README.md
@@ -133,7 +133,7 @@ def test_freezing_keeps_the_backbone_bit_identical(tmp_path, npz, freeze):
     assert main(["import", str(tmp_path / "r.th"), "-o", str(tmp_path / "base"), f"data.path={npz}"]) == 0
     base = ckpt_io.load(tmp_path / "base")["model"]
     over = ["model.depth=20", 'model.shortcut="A"', 'data.normalize="imagenet"', f"train.freeze={freeze}"]
-    training.train(tiny(npz, tmp_path / "gate", *over, f"train.init={tmp_path / 'base'}", "gate.input=first_unit"))
+    run_training(tiny(npz, tmp_path / "gate", *over, f"train.init={tmp_path / 'base'}", "gate.input=first_unit"))
     after = ckpt_io.load(tmp_path / "gate")["model"]
     params = {k for k, _ in build_model(ModelConfig(depth=20, shortcut="A")).named_parameters()}
     for k, v in base.items():

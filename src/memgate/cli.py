@@ -78,7 +78,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.loop import train
+    from .train.run import train
 
     train(_config(args), force=args.force)
     return 0

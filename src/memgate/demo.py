@@ -14,7 +14,7 @@ from .analysis.analyze import analyze_run
 from .analysis.gates import noisy_vs_clean
 from .config import load_config
 from .data import find_data
-from .train.loop import train
+from .train.run import train
 from .train.rundir import read_gates, read_metrics
 
 DEMO_OVERRIDES = (

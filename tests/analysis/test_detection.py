@@ -6,9 +6,9 @@ import json
 import numpy as np
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.detection import first_learned, forgetting_events
 from memgate.cli import main
+from memgate.train.run import train as run_training
 
 # epochs x samples: 0 learned, forgotten, relearned; 1 never learned; 2 forgotten at the end; 3 always right
 CORRECT = np.array([[1, 0, 1, 1], [0, 0, 1, 1], [1, 0, 1, 1], [1, 0, 0, 1]])
@@ -24,7 +24,7 @@ def test_first_learned_for_good_by_hand():
 
 def test_analyze_reports_detection_for_noisy_runs_and_skips_clean_ones(npz, tmp_path, capsys):
     for name, noise in (("noisy", "0.25"), ("clean", "0.0")):
-        training.train(tiny(npz, tmp_path / name, "train.epochs=3", f"data.label_noise={noise}"))
+        run_training(tiny(npz, tmp_path / name, "train.epochs=3", f"data.label_noise={noise}"))
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "clean")]) == 0
     out = capsys.readouterr().out

@@ -4,10 +4,10 @@ import numpy as np
 import torch
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.export import per_sample
 from memgate.cli import main
 from memgate.data import find_data, load_dataset
+from memgate.train.run import train as run_training
 
 
 def test_per_sample_scores_by_hand():
@@ -21,7 +21,7 @@ def test_per_sample_scores_by_hand():
 
 def test_scores_export(npz, tmp_path, capsys):
     run = tmp_path / "run"
-    training.train(tiny(npz, run, "train.epochs=2", "data.label_noise=0.2"))
+    run_training(tiny(npz, run, "train.epochs=2", "data.label_noise=0.2"))
     assert main(["scores", str(run), "-o", str(tmp_path / "s")]) == 0
     train, test = (np.load(tmp_path / "s" / f"{n}_scores.npz") for n in ("train", "test"))
     with np.load(run / "signals.npz") as sig:
@@ -34,7 +34,7 @@ def test_scores_export(npz, tmp_path, capsys):
     assert "| -AUM |" in md and "| forgetting events |" in md
     assert (tmp_path / "s" / "g_by_class.png").stat().st_size > 10_000
     base = tmp_path / "base"
-    training.train(tiny(npz, base, "train.epochs=1", "model.gates=[]", "gate.hidden=[]"))
+    run_training(tiny(npz, base, "train.epochs=1", "model.gates=[]", "gate.hidden=[]"))
     capsys.readouterr()
     assert main(["scores", str(base)]) == 2 and "has no gate" in capsys.readouterr().err
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.detection import scores
 from memgate.analysis.memorisation import crossing_epochs, data_map, fit_by_noise, run_fit
 from memgate.cli import main
+from memgate.train.run import train as run_training
 from memgate.train.rundir import read_metrics, read_signals
 
 
@@ -42,7 +42,7 @@ def test_data_map_coordinates_by_hand():
 @pytest.fixture(scope="module")
 def noisy_run(npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("mem") / "run"
-    training.train(tiny(npz, out, "train.epochs=3", "data.label_noise=0.3", "train.eval_every=3"))
+    run_training(tiny(npz, out, "train.epochs=3", "data.label_noise=0.3", "train.eval_every=3"))
     return out
 
 

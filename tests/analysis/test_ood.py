@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.ood import synthetic_images
 from memgate.cli import main
+from memgate.train.run import train as run_training
 
 
 @pytest.fixture(scope="module")
 def run(npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("ood") / "run"
-    training.train(tiny(npz, out, "train.epochs=1"))
+    run_training(tiny(npz, out, "train.epochs=1"))
     return out
 
 

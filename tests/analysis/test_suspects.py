@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.detection import scores
 from memgate.cli import main
 from memgate.data import load_dataset, make_split
+from memgate.train.run import train as run_training
 from memgate.train.rundir import read_gates, read_signals
 
 
 @pytest.fixture(scope="module")
 def noisy_run(npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("suspects") / "run"
-    training.train(tiny(npz, out, "train.epochs=2", "data.label_noise=0.25"))
+    run_training(tiny(npz, out, "train.epochs=2", "data.label_noise=0.25"))
     return out
 
 
@@ -69,7 +69,7 @@ def test_exclude_drops_exactly_those_indices_and_keeps_the_other_labels(noisy_ru
     assert sorted(set(full.train_idx) - set(cut.train_idx)) == sorted(dropped)
     keep = ~np.isin(full.train_idx, dropped)
     assert np.array_equal(cut.train_labels, full.train_labels[keep]) and np.array_equal(cut.noisy, full.noisy[keep])
-    summary = training.train(
+    summary = run_training(
         tiny(npz, tmp_path / "retrain", "train.epochs=1", f"data.exclude={noisy_run / 'suspects.csv'}")
     )
     assert summary["n_train"] == 448 - 10

@@ -7,12 +7,12 @@ import pytest
 import torch
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.analysis.tradeoff import choose_tau, per_sample_macs
 from memgate.cli import main
 from memgate.config import GateConfig, ModelConfig
 from memgate.experiments.report import report
 from memgate.models import build_model, macs_per_stage
+from memgate.train.run import train as run_training
 
 
 def _net(gates=(2, 3)):
@@ -76,8 +76,8 @@ def test_choose_tau_uses_validation_accuracy_only():
 def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsys):
     grid = tmp_path / "grid"
     run, o2 = grid / "o1" / "seed0", grid / "o2" / "seed0"
-    training.train(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "model.gates=[2,3]", "gate.hidden=[8,8]"))
-    training.train(tiny(npz, o2, "train.epochs=1"))
+    run_training(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "model.gates=[2,3]", "gate.hidden=[8,8]"))
+    run_training(tiny(npz, o2, "train.epochs=1"))
     capsys.readouterr()
     argv = ["tradeoff", str(run), "--thresholds", "0,0.5,1.01", "--batch-sizes", "1,64", "--repeats", "1"]
     assert main([*argv, "--max-drop", "5", "--baseline", str(o2)]) == 0
@@ -120,7 +120,7 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
 def test_random_routing_control_of_a_single_gate(npz, tmp_path):
     """The same share routed at random: all routed = the full network, none = all skipped, linear between."""
     run = tmp_path / "o1"
-    training.train(tiny(npz, run, "train.epochs=1", "gate.input=first_unit"))
+    run_training(tiny(npz, run, "train.epochs=1", "gate.input=first_unit"))
     argv = ["tradeoff", str(run), "--thresholds", "0,0.5,0.9,1.01", "--batch-sizes", "8", "--repeats", "1"]
     assert main([*argv, "--note", "timings invalid: test"]) == 0
     res = json.loads((run / "tradeoff.json").read_text())

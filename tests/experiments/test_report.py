@@ -104,11 +104,11 @@ def test_report_without_runs_is_an_error(tmp_path, capsys):
 def test_report_aggregates_noisy_label_and_ood_detection(npz, tmp_path, capsys):
     from runfactory import tiny
 
-    import memgate.train.loop as training
+    from memgate.train.run import train as run_training
 
     grid = tmp_path / "grid"
-    training.train(tiny(npz, grid / "gated" / "seed0", "train.epochs=2", "data.label_noise=0.25"))
-    training.train(
+    run_training(tiny(npz, grid / "gated" / "seed0", "train.epochs=2", "data.label_noise=0.25"))
+    run_training(
         tiny(
             npz, grid / "base" / "seed0", "train.epochs=2", "data.label_noise=0.25", "model.gates=[]", "gate.hidden=[]"
         )

@@ -10,11 +10,12 @@ from memgate.config import load_config
 from memgate.errors import CheckpointError
 from memgate.models import build_model
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.run import train as run_training
 
 
 def test_crash_during_checkpoint_save_leaves_old_one_loadable(npz, tmp_path, monkeypatch):
     cfg = tiny(npz, tmp_path / "run", "train.epochs=1")
-    training.train(cfg)
+    run_training(cfg)
     path = tmp_path / "run" / "checkpoint.pt"
     before = ckpt_io.load(path)
 
@@ -43,7 +44,7 @@ def test_checkpoints_load_with_weights_only(npz, tmp_path):
 
 
 def test_checkpoint_of_another_architecture_is_refused(npz, tmp_path, capsys):
-    training.train(tiny(npz, tmp_path / "run", "train.epochs=1"))
+    run_training(tiny(npz, tmp_path / "run", "train.epochs=1"))
     other = build_model(
         load_config(None, ["model.depth=20", "model.gates=[3]"]).model,
         load_config(None, ["model.depth=20", "model.gates=[3]"]).gate,
@@ -60,7 +61,7 @@ def test_checkpoint_of_another_architecture_is_refused(npz, tmp_path, capsys):
 
 def test_baseline_init_copies_backbone_exactly_and_leaves_gate_fresh(npz, tmp_path):
     base = tiny(npz, tmp_path / "base", "model.gates=[]", "gate.hidden=[]", "train.epochs=1")
-    training.train(base)
+    run_training(base)
     baseline_state = _weights(tmp_path / "base")
     gated = tiny(npz, tmp_path / "gated", f"train.init={tmp_path / 'base'}", "train.epochs=1")
     torch.manual_seed(gated.seed)
@@ -87,7 +88,7 @@ def test_checkpoint_size_does_not_grow_with_the_epochs(npz, tmp_path):
     sizes = {}
     for epochs in (1, 4):
         cfg = tiny(npz, tmp_path / f"e{epochs}", f"train.epochs={epochs}", "train.eval_every=100")
-        training.train(cfg)
+        run_training(cfg)
         sizes[epochs] = (tmp_path / f"e{epochs}" / "checkpoint.pt").stat().st_size
     per_epoch_history = 6 * (512 - 64) * 2  # 5 signals + g, float16, N samples
     assert abs(sizes[4] - sizes[1]) < per_epoch_history, sizes

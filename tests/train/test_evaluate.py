@@ -3,13 +3,13 @@ import json
 import numpy as np
 from runfactory import tiny
 
-import memgate.train.loop as training
 from memgate.cli import main
+from memgate.train.run import train as run_training
 
 
 def test_eval_command_reproduces_final_test_accuracy(npz, tmp_path, capsys):
     cfg = tiny(npz, tmp_path / "run", "train.epochs=1", "gate.input=first_unit")
-    summary = training.train(cfg)
+    summary = run_training(cfg)
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

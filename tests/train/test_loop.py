@@ -10,12 +10,13 @@ from memgate.cli import main
 from memgate.config import load_config
 from memgate.errors import RunError
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.run import train as run_training
 from memgate.train.rundir import read_metrics
 
 
 def test_run_outputs_metrics_gates_checkpoint_summary(npz, tmp_path, capsys):
     cfg = tiny(npz, tmp_path / "run", "data.label_noise=0.25")
-    summary = training.train(cfg)
+    summary = run_training(cfg)
     out = Path(cfg.out)
     for name in ("config.toml", "metrics.jsonl", "gates.npz", "checkpoint.pt", "summary.json", "g_hist.png"):
         assert (out / name).exists(), name
@@ -78,7 +79,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(npz, tmp_path, mon
 
     monkeypatch.setattr(training, "train_step", nan_in_epoch_2)
     with pytest.raises(RunError, match="non-finite in epoch 2.*last good checkpoint \\(epoch 1\\)"):
-        training.train(tiny(npz, tmp_path / "run"))
+        run_training(tiny(npz, tmp_path / "run"))
     assert ckpt_io.load(tmp_path / "run")["epoch"] == 1
 
 
@@ -91,7 +92,7 @@ def test_k3_model_steps_on_every_third_batch_across_epochs(npz, tmp_path, monkey
         return real_step(*a, step_model=step_model, **kw)
 
     monkeypatch.setattr(training, "train_step", recording_step)
-    training.train(tiny(npz, tmp_path / "run", "train.gate_iters=3"))
+    run_training(tiny(npz, tmp_path / "run", "train.gate_iters=3"))
     # 14 batches per epoch, 2 epochs; the count runs on across the epoch boundary.
     assert flags == [(i + 1) % 3 == 0 for i in range(28)]
 
@@ -110,7 +111,7 @@ def test_train_on_real_cifar10_subset_beats_chance(shared_cifar10, tmp_path):
             f"out={tmp_path / 'real'}",
         ],
     )
-    summary = training.train(cfg)
+    summary = run_training(cfg)
     assert summary["n_train"] == 2000
     assert summary["final_test_acc"] > 0.13
     g = np.load(tmp_path / "real" / "gates.npz")

@@ -11,6 +11,7 @@ import memgate.train.loop as training
 import memgate.train.precision as precision
 from memgate.cli import main
 from memgate.config import load_config
+from memgate.train.run import train as run_training
 
 EPYC = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 OLD_XEON = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
@@ -28,7 +29,7 @@ def test_bf16_is_read_from_the_cpu_flags():
 def test_the_cpu_decides_and_the_run_records_it(npz, tmp_path, monkeypatch, capsys, capable):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: capable)
     cfg = tiny(npz, tmp_path / "run", "train.epochs=1")
-    summary = training.train(cfg)
+    summary = run_training(cfg)
     want = "bf16" if capable else "fp32"
     assert summary["precision"] == want
     assert load_config(tmp_path / "run" / "config.toml").train.precision == want
@@ -39,19 +40,19 @@ def test_the_cpu_decides_and_the_run_records_it(npz, tmp_path, monkeypatch, caps
     calls = []
     real_autocast = precision.autocast
     monkeypatch.setattr(training, "autocast", lambda d, p: calls.append(p) or real_autocast(d, p))
-    training.train(cfg2)
+    run_training(cfg2)
     assert calls == [want]
 
 
 def test_amp_false_forces_fp32_on_a_capable_cpu(npz, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)
-    assert training.train(tiny(npz, tmp_path / "run", "train.epochs=1", "train.amp=false"))["precision"] == "fp32"
+    assert run_training(tiny(npz, tmp_path / "run", "train.epochs=1", "train.amp=false"))["precision"] == "fp32"
 
 
 def test_bf16_and_fp32_give_different_but_close_results(npz, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)
-    bf = training.train(tiny(npz, tmp_path / "bf", "train.epochs=1"))
-    fp = training.train(tiny(npz, tmp_path / "fp", "train.epochs=1", "train.amp=false"))
+    bf = run_training(tiny(npz, tmp_path / "bf", "train.epochs=1"))
+    fp = run_training(tiny(npz, tmp_path / "fp", "train.epochs=1", "train.amp=false"))
     assert bf["final_test_acc"] is not None and fp["final_test_acc"] is not None
     rows = [json.loads((tmp_path / r / "metrics.jsonl").read_text().splitlines()[0]) for r in ("bf", "fp")]
     assert rows[0]["train_loss"] != rows[1]["train_loss"]  # bf16 really computed

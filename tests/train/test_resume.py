@@ -12,12 +12,13 @@ from runfactory import _strip, _weights, tiny
 
 import memgate.train.loop as training
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.run import train as run_training
 from memgate.train.rundir import read_metrics
 
 
 def test_resume_mid_epoch_after_ctrl_c_is_bit_identical(npz, tmp_path, monkeypatch):
     ref = tiny(npz, tmp_path / "ref")
-    training.train(ref)
+    run_training(ref)
 
     calls = {"n": 0}
     real_step = training.train_step
@@ -31,12 +32,12 @@ def test_resume_mid_epoch_after_ctrl_c_is_bit_identical(npz, tmp_path, monkeypat
     monkeypatch.setattr(training, "train_step", interrupting_step)
     cfg = tiny(npz, tmp_path / "resumed")
     with pytest.raises(training.Interrupted, match="run the same command to resume"):
-        training.train(cfg)
+        run_training(cfg)
     c = ckpt_io.load(tmp_path / "resumed")
     assert (c["epoch"], c["batch"]) == (1, 6)
     assert not (tmp_path / "resumed" / "summary.json").exists()
     monkeypatch.setattr(training, "train_step", real_step)
-    training.train(cfg)
+    run_training(cfg)
 
     a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

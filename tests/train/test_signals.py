@@ -7,7 +7,7 @@ import pytest
 import torch
 from runfactory import tiny
 
-import memgate.train.loop as training
+from memgate.train.run import train as run_training
 from memgate.train.rundir import read_metrics, read_signals
 from memgate.train.signals import per_sample, probs_epochs, signal_names
 
@@ -38,7 +38,7 @@ def test_probs_epochs_follow_the_first_lr_drop(npz, tmp_path):
 def test_run_writes_signals_consistent_with_its_metrics(npz, tmp_path, gated):
     extra = ["train.milestones=[2]"] + ([] if gated else ["model.gates=[]", "gate.hidden=[]"])
     cfg = tiny(npz, tmp_path / "run", "train.epochs=3", "data.label_noise=0.2", *extra)
-    training.train(cfg)
+    run_training(cfg)
     sig = read_signals(tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
     n = 448

@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from ..errors import CheckpointError, DataError, Interrupted, RunError
 from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
 from . import rundir
-from .distributed import Dist, agree, broadcast_buffers, init_distributed, pick_device
+from .distributed import Dist, broadcast_buffers, init_distributed, pick_device
 from .evaluate import evaluate
 from .history import History, read_rows
 from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
@@ -379,58 +378,3 @@ class Trainer:
             rundir.write_summary(self.out, summary)
             rundir.remove_history(self.out)  # the final npz files hold it now
         return summary
-
-
-def train(cfg: Config, force: bool = False) -> dict[str, Any]:
-    """Train (or resume, or report) the run in ``cfg.out``. Returns its summary.
-
-    The run directory is locked for the whole run; with ``force``, a run of another config there is
-    deleted only once the new run is ready to start (data loaded, model built)."""
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    cfg, _ = with_precision(cfg, device)  # the run's config states the precision it computes in
-    world = init_distributed(device)
-    with rundir.lock(out) if world.main else nullcontext():
-        state = _agreed_run_state(cfg, force, world)
-        if state == "done":
-            return _report_finished(out)
-        trainer = Trainer(cfg, device, world, fresh=state != "resume")
-        if state == "resume":
-            trainer.restore()  # before the config is rewritten: a damaged checkpoint changes no file
-        if trainer.dist.main:
-            if state == "replace":
-                rundir.clear(out)
-            rundir.write_config(out, cfg)
-        if state != "resume":
-            trainer.log(_start_line(trainer))
-        return trainer.fit()
-
-
-def _report_finished(out: Path) -> dict[str, Any]:
-    summary = rundir.read_summary(out)
-    best = f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else ""
-    print(f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%{best}")
-    return summary
-
-
-def _start_line(trainer: Trainer) -> str:
-    s, cfg = architecture_summary(trainer.net), trainer.cfg
-    return (
-        f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
-        f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} "
-        f"({trainer.precision_note}) -> {cfg.out}"
-    )
-
-
-def _agreed_run_state(cfg: Config, force: bool, world: Dist) -> str:
-    """Rank 0 inspects (and with --force clears) the run directory; the other ranks follow its verdict."""
-    verdict: object = None
-    if world.main:
-        try:
-            verdict = rundir.run_state(cfg, force)
-        except RunError as e:
-            verdict = e
-    verdict = agree(world, verdict)
-    if isinstance(verdict, RunError):
-        raise verdict
-    return str(verdict)
