@@ -27,3 +27,21 @@ def test_readme_commands_exist():
 def test_configs_referenced_in_readme_exist():
     for name in re.findall(r"`((?:table\d|quick|baseline|gated_b3)[\w_]*\.toml)`", README):
         assert (ROOT / "configs" / name).exists() or (ROOT / "experiments" / name).exists(), name
+
+
+def test_full_scale_table_is_the_committed_summaries():
+    """The README's ResNet-20 table at full scale: each seed's cell is final_test_acc of the committed
+    summary.json of that row, and the mean ± std is computed from them (numbers are never typed)."""
+    import json
+    import statistics
+
+    rows = re.findall(r"^\| \((\w)\) [^|]+\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|", README, flags=re.M)
+    names = {"a": "ungated", "b": "gate_o2", "c": "gate_o1"}
+    assert len(rows) >= 2
+    for key, *cells in rows:
+        accs = []
+        for seed, cell in enumerate(cells[:2]):
+            summary = ROOT / "results" / "pretrained" / "r20" / f"{names[key]}_seed{seed}" / "summary.json"
+            accs.append(100 * json.loads(summary.read_text())["final_test_acc"])
+            assert cell == f"{accs[-1]:.2f}", (key, seed)
+        assert cells[2:] == [f"{statistics.mean(accs):.2f}", f"{statistics.stdev(accs):.2f}"], key

@@ -370,8 +370,8 @@ def test_corrupt_summary_grid_and_gates_files(npz, finished, tmp_path, capsys):
     (grid / "v" / "seed0").mkdir(parents=True)
     (grid / "v" / "seed0" / "summary.json").write_text("{not json")
     fails_cleanly(capsys, ["report", grid], "summary.json is damaged", root=grid)
-    (grid / "grid.json").write_text('{"variants": 5}')
-    fails_cleanly(capsys, ["report", grid], "grid.json is damaged", root=grid)
+    (grid / "grid.json").write_text('{"name": "g", "variants": 5}')
+    fails_cleanly(capsys, ["report", grid], "grid.json: variants must be a list", root=grid)
     run = tmp_path / "run"
     run.mkdir()
     for name in ("checkpoint.pt", "summary.json"):
@@ -601,3 +601,163 @@ def test_excluding_every_sample_and_a_nonsense_paper_entry(npz, tmp_path, capsys
     fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "drops every training sample")
     (tmp_path / "g.toml").write_text(f'config = "{tmp_path / "c.toml"}"\n[[variant]]\nname = "a"\npaper = "abc"\n')
     fails_cleanly(capsys, ["sweep", tmp_path / "g.toml", "--dry-run"], "paper must be [mean, std]")
+
+
+# ----------------------------------------------------------------------------- run files' schema
+
+
+def _grid_of(finished, root):
+    """A one-run grid folder (grid.json + v/seed0) holding a copy of the finished run."""
+    run = root / "v" / "seed0"
+    run.mkdir(parents=True)
+    for name in ("config.toml", "checkpoint.pt", "gates.npz", "signals.npz", "summary.json", "metrics.jsonl"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (root / "grid.json").write_text(json.dumps({"name": "g", "seeds": [0], "variants": [{"name": "v"}]}))
+    return run
+
+
+def _edit_json(path, **changes):
+    d = json.loads(path.read_text())
+    d.update(changes)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (lambda r: r.joinpath("summary.json").write_text("{}"), "summary.json: epochs is missing"),
+        (lambda r: r.joinpath("summary.json").write_text("[1]"), "the content must be a mapping, not list"),
+        (lambda r: _edit_json(r / "summary.json", final_test_acc="high"), "final_test_acc must be a number"),
+        (lambda r: _edit_json(r / "summary.json", final_test_acc=7), "final_test_acc is 7, outside [0, 1]"),
+        (lambda r: _edit_json(r / "summary.json", macs=True), "macs must be an integer, not True"),
+        (
+            lambda r: r.joinpath("metrics.jsonl").write_bytes(r.joinpath("metrics.jsonl").read_bytes()[:-30]),
+            "metrics.jsonl, line 1 is damaged (JSONDecodeError)",
+        ),
+        (lambda r: r.joinpath("metrics.jsonl").write_text("[]\n"), "line 1: the content must be a mapping"),
+        (lambda r: r.joinpath("metrics.jsonl").write_bytes(b"\xe1\xff\n"), "cannot read"),
+        (
+            lambda r: r.joinpath("metrics.jsonl").write_text(
+                '{"epoch": 1, "lr": 0.1, "train_loss": 1, "train_acc": "x", "epoch_time_s": 1}\n'
+            ),
+            "train_acc must be a number",
+        ),
+        (lambda r: r.joinpath("ood.json").write_text('{"ood": []}'), "ood.json: ood must be a mapping, not list"),
+        (
+            lambda r: r.joinpath("ood.json").write_text('{"ood": {"svhn": {"n": 5, "scores": {"g": {"auroc": "x"}}}}}'),
+            "ood.svhn.scores.g.auroc must be a number",
+        ),
+        (lambda r: r.joinpath("tradeoff.json").write_text('{"points": []}'), "tradeoff.json: macs_full is missing"),
+        (
+            lambda r: (r.parent.parent / "grid.json").write_text('{"name": "g", "seeds": "x", "variants": []}'),
+            "grid.json: seeds must be a list",
+        ),
+        (
+            lambda r: (r.parent.parent / "grid.json").write_text(
+                '{"name": "g", "seeds": [0], "variants": [{"name": "v", "paper": {"a": 1}}]}'
+            ),
+            "variants[0].paper must be a list",
+        ),
+    ],
+)
+def test_damaged_json_run_files_are_one_line_in_report(finished, tmp_path, capsys, damage, needle):
+    """summary.json, metrics.jsonl, ood.json, tradeoff.json and grid.json are read through their
+    schema: any damage is one line naming the file and the field, and report writes nothing."""
+    run = _grid_of(finished, tmp_path / "grid")
+    damage(run)
+    fails_cleanly(capsys, ["report", tmp_path / "grid", "-o", tmp_path / "rep"], needle, root=tmp_path / "grid")
+    assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_a_run_with_a_damaged_summary_is_rebuilt_not_reported(npz, finished, tmp_path, capsys):
+    run = _grid_of(finished, tmp_path / "grid")
+    _edit_json(run / "summary.json", final_test_acc="high")
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o"], "delete it and run `memgate train -c")
+    (run / "summary.json").unlink()
+    (tmp_path / "c.toml").write_text((run / "config.toml").read_text())
+    assert main(["train", "-c", str(tmp_path / "c.toml"), f"out={run}"]) == 0
+    assert json.loads((run / "summary.json").read_text()) == json.loads((finished / "summary.json").read_text()) | {
+        "out": str(run),
+        "train_time_s": json.loads((run / "summary.json").read_text())["train_time_s"],
+    }
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p, idx: np.save(open(p, "wb"), np.zeros(len(idx))), "is a plain .npy array, not an .npz"),
+        (lambda p, idx: np.savez(p, indices=idx, scores=np.array(["a"] * len(idx))), "'scores' is <U1"),
+        (lambda p, idx: np.savez(p, indices=idx, scores=np.zeros(len(idx), complex)), "'scores' is complex128"),
+        (lambda p, idx: np.savez(p, indices=idx, scores=np.zeros((len(idx), 2))), "it must be 1-D real numbers"),
+        (
+            lambda p, idx: np.savez(p, indices=idx.astype(np.uint64) + np.uint64(2**63), scores=np.zeros(len(idx))),
+            "not a dataset index",
+        ),
+        (lambda p, idx: np.savez(p, indices=idx, scores=np.full(len(idx), np.inf)), "holds a non-finite score"),
+        (
+            lambda p, idx: np.savez(p, indices=idx[:5], scores=np.zeros(5)),
+            "all 5 scores of this run's samples are equal",
+        ),
+        (lambda p, idx: os.symlink("/dev/zero", p), "is not a regular file"),
+        (lambda p, idx: _huge_npz(p), "claims shape (10000000000000,)"),
+    ],
+)
+def test_bad_external_scores_files(finished, tmp_path, capsys, make, needle):
+    with np.load(finished / "signals.npz") as z:
+        idx = z["indices"]
+    make(tmp_path / "s.npz", idx)
+    fails_cleanly(capsys, ["analyze", finished, "-o", tmp_path / "o", "--scores", tmp_path / "s.npz"], needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_valid_float16_scores_file_is_read(finished, tmp_path, capsys):
+    with np.load(finished / "signals.npz") as z:
+        idx = z["indices"]
+    np.savez(
+        tmp_path / "s.npz", indices=idx[::-1].astype(np.uint32), scores=np.linspace(0, 1, len(idx), dtype=np.float16)
+    )
+    assert main(["analyze", str(finished), "-o", str(tmp_path / "o"), "--scores", str(tmp_path / "s.npz")]) == 0
+    assert json.loads((tmp_path / "o" / "external_scores.json").read_text())["n"] == len(idx)
+
+
+@pytest.mark.parametrize(
+    "name,make,needle",
+    [
+        ("x.csv", lambda p: p.write_text("index,score\n5,0.1\n7\n"), "row 3 has 1 fields, its header 2"),
+        ("x.csv", lambda p: os.symlink("/dev/zero", p), "is not a regular file"),
+        ("x.npy", lambda p: np.save(p, np.array([2**64 - 1], np.uint64)), "lists 18446744073709551615"),
+        ("x.txt", lambda p: p.write_text("99999999999999999999999\n"), "lists 99999999999999991611392"),
+        ("x.npy", lambda p: np.savez(open(p, "wb"), a=np.zeros(3)), "is an .npz archive, not a .npy array"),
+    ],
+)
+def test_bad_exclude_files(npz, tmp_path, capsys, name, make, needle):
+    make(tmp_path / name)
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / name}").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], needle)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "name,change,needle",
+    [
+        ("signals.npz", lambda a: {"correct": a["correct"] * 5}, "correct holds values other than 0 and 1"),
+        (
+            "signals.npz",
+            lambda a: {"labels": a["labels"] + 10, "clean_labels": a["clean_labels"] + 10},
+            "labels holds class",
+        ),
+        ("signals.npz", lambda a: {"probs_final": a["probs_final"][:, :3]}, "but the softmax has 3 classes"),
+        ("signals.npz", lambda a: {"indices": a["indices"] + 1}, "indices differs between signals.npz and gates.npz"),
+        ("gates.npz", lambda a: {"labels": (a["labels"] + 1) % 10}, "labels differs between signals.npz and gates.npz"),
+    ],
+)
+def test_run_arrays_that_contradict_each_other(finished, tmp_path, capsys, name, change, needle):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in ("config.toml", "checkpoint.pt", "gates.npz", "signals.npz", "summary.json"):
+        (run / f).write_bytes((finished / f).read_bytes())
+    with np.load(finished / name) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(change(arrays))
+    np.savez(run / name, **arrays)
+    fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o"], needle, root=run)

@@ -54,7 +54,7 @@ def test_external_scores_spearman(noisy_run, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", indices=np.array([1.5, 2.5]), scores=np.array([0.1, 0.2]))
     capsys.readouterr()
     assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "bad.npz")]) == 2
-    assert "'indices' must be integers" in capsys.readouterr().err
+    assert "'indices' must be 1-D integers" in capsys.readouterr().err
 
 
 def test_exclude_drops_exactly_those_indices_and_keeps_the_other_labels(noisy_run, npz, tmp_path, capsys):

@@ -13,14 +13,29 @@ from memgate.experiments.report import collect, report, summarize, welch
 def _fake_run(root, variant, seed, acc, best_val=None, g=None):
     d = root / variant / f"seed{seed}"
     d.mkdir(parents=True)
-    summary = {
+    summary = {  # every field summary.json must have (memgate/schema.py SUMMARY)
+        "epochs": 2,
         "final_test_acc": acc,
+        "final_val_acc": best_val,
         "best_val_acc": best_val,
+        "best_val_epoch": None if best_val is None else 2,
+        "test_acc_at_best_val": None if best_val is None else acc,
         "final_g_mean": g,
         "final_frac_g_above_half": None if g is None else 0.25,
+        "train_time_s": 1.0,
+        "dataset": "cifar10",
+        "n_train": 100,
+        "noisy_train": 0,
+        "params_total": 1000,
+        "params_gate": 0 if g is None else 100,
+        "macs": 10**6,
+        "macs_skippable": 0,
     }
     (d / "summary.json").write_text(json.dumps(summary))
-    rows = [{"epoch": e, "test_acc": acc * e / 2, "val_acc": None} for e in (1, 2)]
+    rows = [
+        {"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": acc * e / 2, "epoch_time_s": 1.0}
+        for e in (1, 2)
+    ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 

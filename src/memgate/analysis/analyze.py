@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RunError
 from ..outputs import claim, record
-from ..train.rundir import CHECKPOINT, GATES, SIGNALS, present, read_gates, read_signals
+from ..train.rundir import CHECKPOINT, GATES, SIGNALS, present, read_run_arrays
 from .detection import analyze_detection, scores
 from .external import compare_external, read_external
 from .gates import analyze_gates
@@ -39,8 +39,8 @@ def analyze_run(
         raise RunError(
             f"analyze: {run} has no {SIGNALS} (trained by an older memgate); retrain it for --scores/--suspects"
         )
-    signals = read_signals(run) if present(run, SIGNALS) else None
-    score_map = scores(signals, read_gates(run) if present(run, GATES) else None) if signals else {}
+    signals, gates = read_run_arrays(run) if present(run, SIGNALS) else (None, None)
+    score_map = scores(signals, gates) if signals else {}
     if external:
         read_external(external, signals["indices"])  # a bad file fails here, before any output
     if suspects:

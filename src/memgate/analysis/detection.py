@@ -19,7 +19,7 @@ import numpy as np
 from ..atomic import write_json, write_text
 from ..errors import RunError
 from ..markdown import table
-from ..train.rundir import GATES, SIGNALS, present, read_gates, read_signals
+from ..train.rundir import SIGNALS, present, read_run_arrays
 from .figures import save, subplots
 from .memorisation import data_map
 from .metrics import auroc, average_precision, precision_recall_at_k
@@ -114,11 +114,10 @@ def analyze_detection(run: str | Path, out_dir: str | Path | None = None) -> lis
     run = Path(run)
     if not present(run, SIGNALS):
         raise RunError(f"analyze: {run} has no {SIGNALS} (trained by an older memgate, or no epoch finished)")
-    signals = read_signals(run)
+    signals, gates = read_run_arrays(run)
     noisy = signals["noisy"].astype(bool)
     if not noisy.any():
         return ["  detection: skipped, the run has no injected label noise (set data.label_noise to measure it)"]
-    gates = read_gates(run) if present(run, GATES) else None
     out_dir = Path(out_dir) if out_dir else run
     table = detection_table(scores(signals, gates), noisy)
     curves = per_epoch_auroc(signals, gates)

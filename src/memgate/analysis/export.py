@@ -109,14 +109,17 @@ def _spearman_table(
 
 
 def _grid(train: dict[str, np.ndarray], images: np.ndarray, classes: list[str], stage: int, png: Path) -> None:
-    g = train[f"g_b{stage}"].astype(np.float32)
+    g, loss = train[f"g_b{stage}"].astype(np.float32), train["loss"].astype(np.float32)
     picks, titles = [], []
     for c, name in enumerate(classes[:10]):
         members = np.flatnonzero(train["labels"] == c)
-        ranked = members[np.argsort(-g[members], kind="stable")]
-        for end, chosen in (("high", ranked[:PER_CLASS]), ("low", ranked[::-1][:PER_CLASS])):
+        ranked = members[np.lexsort((loss[members], g[members]))]  # by g; float16 ties by the loss
+        for end, chosen in (("high", ranked[::-1][:PER_CLASS]), ("low", ranked[:PER_CLASS])):
             picks += list(chosen)
             titles += [f"{name} {end}\ng={g[i]:.3f}" for i in chosen]
     imgs = [images[train["indices"][i]] for i in picks]
-    title = f"per class: the {PER_CLASS} training images with the highest g, then the {PER_CLASS} with the lowest"
+    title = (
+        f"per class: the {PER_CLASS} training images with the highest g, then the {PER_CLASS} with the lowest "
+        "(equal g, as stored in float16: ordered by the loss)"
+    )
     image_grid(imgs, titles, [False] * len(imgs), png, title)

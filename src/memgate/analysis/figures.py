@@ -25,7 +25,8 @@ def save(fig: Any, png: str | Path, title: str | None = None, title_size: float 
 
     if title:
         fig.suptitle(title, fontsize=title_size)
-    fig.tight_layout()
+    # tight_layout ignores the suptitle: keep its 0.4 inch free so that it never covers the top row
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
     try:
         return write_atomic(png, lambda f: fig.savefig(f, dpi=110, format="png"))
     finally:

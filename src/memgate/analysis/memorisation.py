@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.rundir import GATES, SIGNALS, present, read_gates, read_metrics, read_signals
+from ..train.rundir import SIGNALS, present, read_metrics, read_run_arrays, read_signals
 from .figures import save, subplots
 
 MEMORISED_SHARES = (0.5, 0.9)
@@ -77,8 +77,7 @@ def plot_data_map(dm: dict[str, np.ndarray], noisy: np.ndarray, g: np.ndarray | 
 
 def analyze_memorisation(run: Path, out_dir: Path) -> list[str]:
     """data_map.png, and how many wrong labels the run fitted when (lines to print)."""
-    signals = read_signals(run)
-    gates = read_gates(run) if present(run, GATES) else None
+    signals, gates = read_run_arrays(run)
     noisy = signals["noisy"].astype(bool)
     dm = data_map(signals["loss"], signals["correct"])
     g = gates[f"g_b{gates['stages'][-1]}"][-1].astype(np.float32) if gates is not None else None

@@ -37,6 +37,43 @@ def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
     return None
 
 
+def _npy_oversized(path: Path, limit: int) -> str | None:
+    """The same check for a plain .npy file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        held = path.stat().st_size - f.tell()
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    return (
+        f"its header claims shape {shape} ({claimed:,d} bytes) but it holds {held:,d}"
+        if claimed > min(held, limit)
+        else None
+    )
+
+
+def read_user_arrays(path: str | Path, what: str, fix: str, limit: int = 1 << 30) -> dict[str, np.ndarray]:
+    """The arrays of a user's .npz (a plain .npy comes back as ``{"": array}``), read safely: a
+    regular file (no device, fifo or folder) of at most ``limit`` bytes, every header checked before
+    allocation, no pickles. ``what`` prefixes the one-line DataError, ``fix`` ends it."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{what}: {path} is {'missing' if not p.exists() else 'not a regular file'}; {fix}")
+    if p.stat().st_size > limit:
+        raise DataError(f"{what}: {path} is {p.stat().st_size:,d} bytes, over the {limit:,d}-byte limit; {fix}")
+    try:
+        plain = not zipfile.is_zipfile(p)
+        bad = _npy_oversized(p, limit) if plain else oversized_member(p, limit)
+        if bad:
+            raise DataError(f"{what}: {path}: {bad}; the file is damaged or crafted, {fix}")
+        if plain:
+            return {"": np.load(p, allow_pickle=False)}
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{what}: cannot read {path} ({e.__class__.__name__}); {fix}") from None
+
+
 def _check_headers(path: Path) -> None:
     """Each array's claimed size must fit the archive member holding it, and the size limit."""
     bad = oversized_member(path)

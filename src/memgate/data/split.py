@@ -11,6 +11,9 @@ from ..config import DataConfig
 from ..errors import DataError
 from .dataset import Dataset
 from .noise import apply_label_noise
+from .npz import read_user_arrays
+
+EXCLUDE_LIMIT = 64 << 20  # bytes: a list of every CIFAR index as text is under 1 MB
 
 
 @dataclass(frozen=True)
@@ -60,32 +63,43 @@ def make_split(ds: Dataset, dcfg: DataConfig) -> Split:
 
 def read_indices(path: str | Path) -> np.ndarray:
     """Dataset training indices from .npy (integer array), .csv (an ``index`` column, else the first
-    column) or a text file (one per line)."""
-    p = Path(path).expanduser()
-    try:
-        if p.suffix == ".npy":
-            raw = np.load(p, allow_pickle=False)
-        else:
-            raw = _csv_column(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"data: cannot read data.exclude={path} ({e.__class__.__name__}); give a .npy, .csv or .txt of indices"
-        ) from None
+    column) or a text file (one per line): a regular file of at most 64 MiB."""
+    fix = "give a .npy, .csv or .txt of dataset indices"
+    what = f"data: data.exclude={path}"
+    if Path(path).expanduser().suffix == ".npy":
+        raw = read_user_arrays(path, "data", fix, limit=EXCLUDE_LIMIT).get("")
+        if raw is None:
+            raise DataError(f"{what} is an .npz archive, not a .npy array; {fix}")
+    else:
+        p = Path(path).expanduser()
+        try:
+            if not p.is_file() or p.stat().st_size > EXCLUDE_LIMIT:
+                raise DataError(f"{what} is not a regular file of at most {EXCLUDE_LIMIT:,d} bytes; {fix}")
+            raw = _csv_column(p.read_text(encoding="utf-8"), what)
+        except (OSError, ValueError) as e:
+            raise DataError(f"data: cannot read data.exclude={path} ({e.__class__.__name__}); {fix}") from None
     raw = np.asarray(raw).reshape(-1)
     if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+        if len(raw) and np.abs(raw).max() > 2**53:
+            raise DataError(f"{what} lists {raw[np.abs(raw).argmax()]:.0f}, not a dataset index; {fix}")
         raw = raw.astype(np.int64)
     if raw.dtype.kind not in "iu":
-        raise DataError(f"data: data.exclude={path} holds {raw.dtype} values; it must list integer dataset indices")
+        raise DataError(f"{what} holds {raw.dtype} values; it must list integer dataset indices")
+    if raw.dtype.kind == "u" and len(raw) and raw.max() > np.iinfo(np.int64).max:  # would wrap negative
+        raise DataError(f"{what} lists {raw.max()}, not a dataset index; {fix}")
     return raw.astype(np.int64)
 
 
-def _csv_column(text: str) -> list[float]:
+def _csv_column(text: str, what: str) -> list[float]:
     rows = [r.split(",") for r in text.splitlines() if r.strip()]
     col = 0
     if rows and not _is_number(rows[0][0]):  # a header
         names = [c.strip() for c in rows[0]]
         col = names.index("index") if "index" in names else 0
         rows = rows[1:]
+        for i, r in enumerate(rows, 2):
+            if len(r) != len(names):
+                raise DataError(f"{what}: row {i} has {len(r)} fields, its header {len(names)}; fix that row")
     return [float(r[col]) for r in rows]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..analysis.detection import detection_table, scores
 from ..markdown import table as md_table
-from ..train.rundir import GATES, OOD, SIGNALS, present, read_analysis, read_gates, read_signals
+from ..train.rundir import OOD, SIGNALS, present, read_analysis, read_run_arrays
 
 # Columns of the noisy-label table, in order, when present in a run.
 NOISE_COLUMNS = (
@@ -42,8 +42,7 @@ def noise_rows(meta: dict[str, Any], results: dict[str, list[dict]]) -> tuple[li
             run = Path(r["run"])
             if not r.get("noisy_train") or not present(run, SIGNALS):
                 continue
-            sig = read_signals(run)
-            gates = read_gates(run) if present(run, GATES) else None
+            sig, gates = read_run_arrays(run)
             det = detection_table(scores(sig, gates), sig["noisy"].astype(bool))
             for k, d in det.items():
                 table.setdefault(v["name"], {}).setdefault(k, []).append(d["auroc"])

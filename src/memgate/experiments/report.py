@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import schema
 from ..analysis.figures import save, subplots
 from ..analysis.gates import plot_g_histograms, plot_top_g_images
 from ..analysis.memorisation import run_fit
@@ -19,7 +20,7 @@ from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
 from ..train.evaluate import run_dataset
-from ..train.rundir import GATES, present, read_gates, read_metrics, read_summary
+from ..train.rundir import GATES, OOD, TRADEOFF, present, read_analysis, read_gates, read_metrics, read_summary
 from .detection_table import detection_markdown
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
@@ -66,6 +67,7 @@ def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]
         ):
             s = read_summary(seed_dir)
             if s is not None:
+                _check_run_files(seed_dir)
                 s["seed"] = int(seed_dir.name[4:])
                 s["run"] = str(seed_dir)
                 rows.append(s)
@@ -75,14 +77,27 @@ def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]
     return meta, results
 
 
+def _check_run_files(run: Path) -> None:
+    """Read (and so check) a run's metrics.jsonl, ood.json and tradeoff.json before anything is written."""
+    read_metrics(run)
+    read_analysis(run, OOD, "ood")
+    read_analysis(run, TRADEOFF, "tradeoff")
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
+    """grid.json, checked against ``schema.GRID``."""
     try:
         meta = json.loads(path.read_text())
-        if isinstance(meta, dict) and all(isinstance(v["name"], str) for v in meta["variants"]):
-            return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    raise MemgateError(f"report: {path} is damaged; run `memgate sweep` with the grid file again to rewrite it")
+        schema.check(meta, schema.GRID)
+        for i, v in enumerate(meta["variants"]):
+            if v.get("paper") is not None and not (1 <= len(v["paper"]) <= 2 and v["paper"][0] is not None):
+                raise schema.SchemaError(f"variants[{i}].paper", "must be [mean] or [mean, std]")
+    except (OSError, ValueError) as e:
+        what = f": {e}" if isinstance(e, schema.SchemaError) else f" is damaged ({e.__class__.__name__})"
+        raise MemgateError(
+            f"report: {path}{what}; run `memgate sweep` with the grid file again to rewrite it"
+        ) from None
+    return meta
 
 
 def _fmt(x: float | None, nd: int = 2, pct: bool = True) -> str:
@@ -166,10 +181,11 @@ def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out else Path(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarize(meta, results)
+    detection = detection_markdown(meta, results)  # reads (and so checks) every run's npz files first
     _write_csv(rows, out_dir / "results.csv")
     figures = _figures(meta, results, out_dir)
     tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
-    text = _markdown(meta, rows, figures + tradeoff_figures, detection_markdown(meta, results) + tradeoff_lines)
+    text = _markdown(meta, rows, figures + tradeoff_figures, detection + tradeoff_lines)
     write_text(out_dir / "report.md", text)
     print(text)
     return out_dir / "report.md"

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import schema
 from ..atomic import sanitize, write_atomic, write_json, write_text
 from ..config import Config, config_from_dict, read_toml
 from ..data.npz import oversized_member
@@ -127,18 +128,17 @@ def run_state(cfg: Config, force: bool = False) -> str:
             f"run: {k}={path} has changed since the run in {out} started (its content hash differs); "
             "restore that file, or train into another out= (--force replaces the run)"
         )
-    if (out / SUMMARY).exists() and _readable_json(out / SUMMARY):
+    if (out / SUMMARY).exists() and _valid_summary(out):
         return "done"
     if (out / CHECKPOINT).exists():
-        return "resume"  # a corrupt summary.json is rebuilt from the checkpoint
+        return "resume"  # a damaged summary.json is rebuilt from the checkpoint
     return "fresh"
 
 
-def _readable_json(path: Path) -> bool:
+def _valid_summary(out: Path) -> bool:
     try:
-        json.loads(path.read_text())
-        return True
-    except (OSError, ValueError):
+        return read_summary(out) is not None
+    except RunError:
         return False
 
 
@@ -243,10 +243,38 @@ def write_metrics(run: str | Path, rows: list[dict]) -> None:
 
 
 def read_metrics(run: str | Path) -> list[dict]:
+    """metrics.jsonl's rows, each checked against ``schema.METRICS_ROW``, epochs 1, 2, ... in order."""
     path = Path(run) / METRICS
-    if not path.exists():
+    if not present(run, METRICS):
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    remedy = "the file is damaged; run `memgate train` on the run again to rewrite it from the checkpoint"
+    try:
+        text = _own_file(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"run: cannot read {path} ({e.__class__.__name__}); {remedy}") from None
+    rows = []
+    for i, line in enumerate((x for x in text.splitlines() if x.strip()), 1):
+        try:
+            row = json.loads(line)
+            schema.check_metrics_row(row)
+        except ValueError as e:  # JSONDecodeError and SchemaError
+            raise RunError(f"run: {path}, line {i}{_problem(e)}; {remedy}") from None
+        if row["epoch"] != i:
+            raise RunError(f"run: {path}: line {i} is epoch {row['epoch']}, expected {i}; {remedy}")
+        rows.append(row)
+    return rows
+
+
+def _problem(e: Exception) -> str:
+    """How a file broke, appended to its path: ': <field> <problem>' or ' is damaged (<error>)'."""
+    return f": {e}" if isinstance(e, schema.SchemaError) else f" is damaged ({e.__class__.__name__})"
+
+
+def _own_file(path: Path) -> Path:
+    """``path`` itself, refused if it is a link (a run's files are its own, never followed elsewhere)."""
+    if path.is_symlink():
+        raise RunError(f"run: {path} is a symbolic link; memgate reads a run's own files only (copy the file in)")
+    return path
 
 
 def write_summary(run: str | Path, summary: dict[str, Any]) -> None:
@@ -254,24 +282,28 @@ def write_summary(run: str | Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run: str | Path) -> dict[str, Any] | None:
-    """The finished run's summary, or None while it is unfinished."""
-    return _read_json(Path(run) / SUMMARY, "run `memgate train` on it again to rebuild it")
+    """The finished run's summary (checked against ``schema.SUMMARY``), or None while it is unfinished."""
+    remedy = f"delete it and run `memgate train -c {Path(run) / CONFIG}` to rebuild it from the checkpoint"
+    return _read_json(Path(run) / SUMMARY, schema.SUMMARY, remedy)
+
+
+SCHEMAS = {OOD: schema.OOD, TRADEOFF: schema.check_tradeoff}
 
 
 def read_analysis(run: str | Path, name: str, command: str) -> dict[str, Any] | None:
     """A result that ``memgate <command>`` wrote into the run (``OOD``, ``TRADEOFF``), or None if absent."""
-    return _read_json(Path(run) / name, f"run `memgate {command}` again")
+    return _read_json(Path(run) / name, SCHEMAS[name], f"run `memgate {command}` again")
 
 
-def _read_json(path: Path, remedy: str) -> dict[str, Any] | None:
-    if not path.exists():
+def _read_json(path: Path, spec: Any, remedy: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` checked against ``spec`` (a schema, or a function that checks)."""
+    if not (path.exists() or path.is_symlink()):
         return None
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"run: {path} is damaged ({e.__class__.__name__}); {remedy}") from None
-    if not isinstance(result, dict):
-        raise RunError(f"run: {path} is not what memgate wrote there; {remedy}")
+        result = json.loads(_own_file(path).read_text())
+        spec(result) if callable(spec) else schema.check(result, spec)
+    except (OSError, ValueError) as e:  # unreadable, not JSON, or breaks the schema
+        raise RunError(f"run: {path}{_problem(e)}; {remedy}") from None
     return result
 
 
@@ -304,12 +336,24 @@ def read_signals(run: str | Path) -> dict[str, np.ndarray]:
     return read_arrays(run, SIGNALS)
 
 
+def read_run_arrays(run: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """(signals, gates or None for an ungated run): both files checked to describe the same samples."""
+    signals = read_signals(run)
+    if not present(run, GATES):
+        return signals, None
+    gates = read_gates(run)
+    try:
+        schema.check_same_samples(signals, gates)
+    except schema.SchemaError as e:
+        raise RunError(f"run: {run}: {e}; the files are damaged, run `memgate train` on the run again") from None
+    return signals, gates
+
+
 def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
     path = Path(run)
     if path.is_dir():
         path = path / name
-    if path.is_symlink():
-        raise RunError(f"run: {path} is a symbolic link; memgate reads a run's own files only (copy the file in)")
+    _own_file(path)
     try:
         bad = oversized_member(path)
         if bad:
@@ -325,62 +369,11 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
         ) from None
     if HISTORY_NAMES in arrays:
         _join_history(arrays, path)
-    check_run_arrays(arrays, name, path)
+    try:
+        schema.check_run_arrays(arrays, "gates" if name == GATES else "signals")
+    except schema.SchemaError as e:
+        raise RunError(f"run: {path}: {e}; the file is damaged, run `memgate train` on the run again") from None
     return arrays
-
-
-SPLIT_FIELDS = ("indices", "labels", "clean_labels", "noisy")  # one entry per training sample, every file
-HISTORIES = {GATES: ("g_b",), SIGNALS: ("loss", "margin", "correct", "gate_loss_b", "gate_entropy_b")}
-
-
-def check_run_arrays(arrays: dict[str, np.ndarray], name: str, path: Path) -> None:
-    """The schema of gates.npz / signals.npz: the split fields (1-D, N entries, indices unique and
-    >= 0, labels >= 0, noisy bool), every history epochs x N float with the same epochs, at least one
-    finite value in each; g within [0, 1]; softmax snapshots N x C. A one-line RunError otherwise."""
-
-    def bad(field: str, problem: str) -> RunError:
-        return RunError(f"run: {path}: {field} {problem}; the file is damaged, run `memgate train` on the run again")
-
-    for k in SPLIT_FIELDS:
-        if k not in arrays:
-            raise bad(k, "is missing")
-    n = len(arrays["indices"])
-    for k in SPLIT_FIELDS:
-        a = arrays[k]
-        if a.ndim != 1 or len(a) != n:
-            raise bad(k, f"has shape {a.shape}, expected ({n},) like indices")
-        if k == "noisy" and a.dtype != bool:
-            raise bad(k, f"is {a.dtype}, expected bool")
-        if k != "noisy" and (a.dtype.kind not in "iu" or (n and a.min() < 0)):
-            raise bad(k, "must hold integers >= 0")
-    if len(np.unique(arrays["indices"])) != n:
-        raise bad("indices", "repeats a dataset index")
-    if name == GATES:
-        stages = arrays.get("stages")
-        if stages is None or stages.ndim != 1 or stages.dtype.kind not in "iu" or not set(stages.tolist()) <= {2, 3}:
-            raise bad("stages", "must list the gated stages (2 and/or 3)")
-        required = [f"g_b{s}" for s in stages.tolist()]
-    else:
-        required = ["loss", "margin", "correct"]
-    prefixes = HISTORIES[name]
-    hist = [k for k in arrays if k in required or (k.startswith(prefixes) and k[-1].isdigit() and "_" in k)]
-    epochs = None
-    for k in [*required, *hist]:
-        if k not in arrays:
-            raise bad(k, "is missing")
-        a = arrays[k]
-        if a.ndim != 2 or a.shape[1] != n or a.dtype.kind != "f" or len(a) == 0:
-            raise bad(k, f"has shape {a.shape} ({a.dtype}), expected epochs x {n} floats")
-        if epochs is not None and len(a) != epochs:
-            raise bad(k, f"has {len(a)} epochs, the other histories {epochs}")
-        epochs = len(a)
-        if not np.isfinite(a[-1]).any():
-            raise bad(k, "has no finite value in its last epoch")
-        if k.startswith("g_b") and (np.nanmin(a) < 0 or np.nanmax(a) > 1):
-            raise bad(k, "holds values outside [0, 1]")
-    for k in ("probs_final", "probs_before_drop"):
-        if k in arrays and (arrays[k].ndim != 2 or len(arrays[k]) != n or arrays[k].dtype.kind != "f"):
-            raise bad(k, f"has shape {arrays[k].shape}, expected {n} x classes floats")
 
 
 def _join_history(arrays: dict[str, np.ndarray], path: Path) -> None:
