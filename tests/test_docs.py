@@ -45,3 +45,15 @@ def test_full_scale_table_is_the_committed_summaries():
             accs.append(100 * json.loads(summary.read_text())["final_test_acc"])
             assert cell == f"{accs[-1]:.2f}", (key, seed)
         assert cells[2:] == [f"{statistics.mean(accs):.2f}", f"{statistics.stdev(accs):.2f}"], key
+
+
+def test_full_scale_spearman_sentence_is_the_committed_scores_md():
+    """'Spearman of g with the final network's loss: +0.63 / +0.64; with -AUM ...' come from scores.md."""
+    rows = {}
+    for seed in (0, 1):
+        text = (ROOT / "results" / "pretrained" / "r20" / f"gate_o2_seed{seed}" / "scores.md").read_text()
+        for name, rho in re.findall(r"^\| ([^|]+?) \| ([+-][\d.]+) \|", text, flags=re.M):
+            rows.setdefault(name, []).append(float(rho))
+    for name, said in (("loss (final network, eval)", "loss"), ("-AUM", "-AUM"), ("forgetting events", "forgetting")):
+        pair = " / ".join(f"{r:+.2f}" for r in rows[name])
+        assert re.search(rf"{re.escape(said)}( events)?:\s+{re.escape(pair)}", README), (name, pair)
