@@ -57,3 +57,24 @@ def test_full_scale_spearman_sentence_is_the_committed_scores_md():
     for name, said in (("loss (final network, eval)", "loss"), ("-AUM", "-AUM"), ("forgetting events", "forgetting")):
         pair = " / ".join(f"{r:+.2f}" for r in rows[name])
         assert re.search(rf"{re.escape(said)}( events)?:\s+{re.escape(pair)}", README), (name, pair)
+
+
+def test_findings_numbers_come_from_the_committed_result_files():
+    """Every number in the README's findings table is, at its precision, a number of a machine-written
+    file (report, csv, json, script output; not a hand-written README) of the results folders its
+    row links to, as written or as the fraction the files store (70.25 % -> 0.7025)."""
+    section = README[README.index("### Findings so far") : README.index("## Adaptive inference")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "](results/" in line]
+    assert len(rows) >= 8
+    for row in rows:
+        folders = set(re.findall(r"\]\(results/([\w]+)", row))
+        found = {
+            abs(float(n))
+            for folder in folders
+            for p in (ROOT / "results" / folder).rglob("*")
+            if p.suffix in (".md", ".csv", ".json", ".jsonl", ".txt") and p.name != "README.md"
+            for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", p.read_text())
+        }
+        for number in re.findall(r"(?<![\w.])-?\d+\.\d+", row.split("|")[2]):
+            x, places = abs(float(number)), len(number.split(".")[1])
+            assert any(round(n, places) == x or round(100 * n, places) == x for n in found), (number, row[:60])
