@@ -61,10 +61,10 @@ def test_full_scale_spearman_sentence_is_the_committed_scores_md():
 
 def test_findings_numbers_come_from_the_committed_result_files():
     """Every number in the README's findings table is, at its precision, a number of a machine-written
-    file (report.md, csv, tables, script output; not a hand-written README nor per-epoch json) of the results folders its
-    row links to, as written or as the fraction the files store (70.25 % -> 0.7025). A check against
-    typing, not a proof: a mistyped number that happens to equal another number of the same folder
-    passes (one in three of a sample of last-digit typos did)."""
+    file (report.md, csv, tables, script output; not a hand-written README nor per-epoch json) of the
+    results folders its row links to, as written or as the fraction the files store (70.25 % ->
+    0.7025). A check against typing, not a proof: a mistyped number that happens to equal another
+    number of the same folder passes (one in three of a sample of last-digit typos did)."""
     section = README[README.index("### Findings so far") : README.index("## Adaptive inference")]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "](results/" in line]
     assert len(rows) >= 8

@@ -11,6 +11,7 @@ on the stored softmax when the optional ``memgate[cleanlab]`` extra is installed
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,55 @@ def detection_table(score_map: dict[str, np.ndarray], noisy: np.ndarray) -> dict
 
 
 def per_epoch_auroc(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) -> dict[str, list[float]]:
-    """AUROC of each per-epoch signal at every epoch: does detection decay as the net memorises?"""
+    """AUROC of each per-epoch signal at every epoch (does detection decay as the net memorises?),
+    and of the scores that accumulate over training as they stand after each epoch (``*_to_epoch``:
+    -AUM, forgetting events, cartography's -confidence and variability, all from epoch 1 to e)."""
     noisy = signals["noisy"].astype(bool)
     series = {k: sign * signals[k].astype(np.float32) for k, sign in PER_EPOCH.items()}
     series.update({k: signals[k].astype(np.float32) for k in signals if k.startswith(GATE_SIGNALS)})
     if gates is not None:
         series.update({f"g_b{s}": gates[f"g_b{s}"].astype(np.float32) for s in gates["stages"]})
-    return {k: [auroc(row, noisy) for row in v] for k, v in series.items()}
+    curves = {k: [auroc(row, noisy) for row in v] for k, v in series.items()}
+    for k, rows in cumulative_scores(signals).items():
+        curves[k] = [auroc(row, noisy) for row in rows]
+    return curves
+
+
+def cumulative_scores(signals: dict[str, np.ndarray]) -> dict[str, Iterator[np.ndarray]]:
+    """Per score, its value after epochs 1, 2, ... (one N-vector each, computed as it is consumed):
+    at the last epoch each equals the whole-run score of ``scores``."""
+    margin, loss = signals["margin"].astype(np.float64), signals["loss"].astype(np.float64)
+    correct = signals["correct"].astype(bool)
+
+    def neg_aum():
+        total = np.zeros(margin.shape[1])
+        for e, row in enumerate(margin, 1):
+            total += row
+            yield -total / e
+
+    def forgetting():
+        events, ever = np.zeros(correct.shape[1]), np.zeros(correct.shape[1], bool)
+        for e, row in enumerate(correct, 1):
+            if e > 1:
+                events += correct[e - 2] & ~row
+            ever |= row
+            yield np.where(ever, events, e)  # never correct so far: above any learned sample
+
+    def cartography(which: str):
+        p1, p2 = np.zeros(loss.shape[1]), np.zeros(loss.shape[1])
+        for e, row in enumerate(loss, 1):
+            p = np.exp(-row)
+            p1 += p
+            p2 += p * p
+            mean = p1 / e
+            yield -mean if which == "confidence" else np.sqrt(np.maximum(p2 / e - mean * mean, 0))
+
+    return {
+        "neg_aum_to_epoch": neg_aum(),
+        "forgetting_to_epoch": forgetting(),
+        "neg_confidence_to_epoch": cartography("confidence"),
+        "variability_to_epoch": cartography("variability"),
+    }
 
 
 def analyze_detection(run: str | Path, out_dir: str | Path | None = None) -> list[str]:
@@ -124,7 +167,8 @@ def analyze_detection(run: str | Path, out_dir: str | Path | None = None) -> lis
     result = {"n": int(len(noisy)), "n_noisy": int(noisy.sum()), "scores": table, "auroc_per_epoch": curves}
     write_json(out_dir / "detection.json", result)
     write_text(out_dir / "detection.md", _markdown(run, result))
-    _plot_curves(curves, out_dir / "detection_auroc.png", int(noisy.sum()), len(noisy))
+    fitted = signals["correct"][:, noisy].astype(np.float64).mean(1)
+    _plot_curves(curves, out_dir / "detection_auroc.png", fitted, int(noisy.sum()), len(noisy))
     best = max(table, key=lambda k: table[k]["auroc"])
     lines = [f"  detection of the {int(noisy.sum()):,d} noisy labels (AUROC; precision at k = {int(noisy.sum()):,d}):"]
     lines += [f"    {k:<24s} {v['auroc']:.3f}   {v['precision_at_k']:.3f}" for k, v in table.items()]
@@ -149,12 +193,19 @@ def _markdown(run: Path, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot_curves(curves: dict[str, list[float]], png: Path, n_noisy: int, n: int) -> None:
-    fig, ax = subplots(figsize=(7, 4.5))
+def _plot_curves(curves: dict[str, list[float]], png: Path, fitted: np.ndarray, n_noisy: int, n: int) -> None:
+    """Left: the per-epoch signals and g; right: the accumulated scores after each epoch. On both, the
+    share of the wrong labels the network fits (training accuracy on them, for their given label),
+    so that the phases before, during and after memorisation can be read off."""
+    fig, axes = subplots(1, 2, figsize=(13, 4.8))
+    epochs = np.arange(1, len(fitted) + 1)
     for k, v in curves.items():
-        ax.plot(np.arange(1, len(v) + 1), v, label=k.replace("margin", "-margin (AUM per epoch)"))
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="epoch", ylabel="AUROC for the noisy labels", ylim=(0, 1))
-    ax.set_title(f"noisy-label detection per epoch ({n_noisy:,d} of {n:,d} labels corrupted)", fontsize=10)
-    ax.legend(fontsize=8)
-    save(fig, png)
+        ax = axes[1] if k.endswith("_to_epoch") else axes[0]
+        ax.plot(np.arange(1, len(v) + 1), v, label=k.replace("margin", "-margin (AUM per epoch)"), lw=1.5)
+    for ax, title in zip(axes, ("per-epoch signals and g", "accumulated scores, epochs 1..e")):
+        ax.plot(epochs, fitted, color="k", ls=":", lw=1.5, label="wrong labels fitted (share)")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="epoch", ylabel="AUROC for the noisy labels", ylim=(0, 1))
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    save(fig, png, f"noisy-label detection per epoch ({n_noisy:,d} of {n:,d} training labels corrupted)", 10)
