@@ -194,6 +194,11 @@ def cmd_holdout(args: argparse.Namespace) -> int:
     path = holdout.collect(args.folder)
     summary = json.loads((path.parent / holdout.SUMMARY).read_text())
     rho = summary["split_half_spearman"]
+    if "noisy_auroc" in summary:
+        print(
+            "AUROC for the injected noisy labels, out of sample: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in summary["noisy_auroc"].items())
+        )
     print(
         f"{path}: {summary['n']:,d} samples, each held out by {summary['heldout_count'][0]}-"
         f"{summary['heldout_count'][1]} of {summary['models']} models; split-half Spearman of the C-score "

@@ -2,6 +2,9 @@
 and on data with planted atypical samples (labels that contradict their cluster) an estimate that
 ranks them lowest, stably across halves of the models."""
 
+import importlib.util
+import json
+
 import numpy as np
 import pytest
 from runfactory import tiny
@@ -72,6 +75,9 @@ def test_plan_run_sharded_collect(config, tmp_path, capsys):
     noisy = za["noisy"].astype(bool)
     assert auroc(za["scores"], noisy) > 0.85
     assert za["cscore"][noisy].astype(float).mean() < 0.3 < za["cscore"][~noisy].astype(float).mean()
+    summary = json.loads((a / "holdout.json").read_text())["noisy_auroc"]
+    assert summary["1-cscore"] == pytest.approx(auroc(za["scores"], noisy)) and summary["heldout_loss"] > 0.85
+    assert ("cleanlab_heldout" in summary) == ("cleanlab" in za) == (importlib.util.find_spec("cleanlab") is not None)
     out = capsys.readouterr().out
     rho = float(out.strip().splitlines()[-1].rsplit(" ", 1)[-1])
     assert rho > 0.5, out

@@ -47,7 +47,8 @@ def first_learned(correct: np.ndarray) -> np.ndarray:
     return np.where(wrong.any(0), last_wrong + 2, 1).astype(np.float64)
 
 
-def _cleanlab_score(labels: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+def cleanlab_score(labels: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+    """-(cleanlab's label quality) per sample from predicted probabilities; None without the extra."""
     try:
         from cleanlab.rank import get_label_quality_scores
     except ImportError:
@@ -79,7 +80,7 @@ def scores(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray] | None) 
         if k.startswith(GATE_SIGNALS):
             out[f"{k}_final"], out[f"{k}_mean"] = f32[k][-1], f32[k].mean(0)
     if "probs_final" in signals:
-        lab = _cleanlab_score(signals["labels"], signals["probs_final"])
+        lab = cleanlab_score(signals["labels"], signals["probs_final"])
         if lab is not None:
             out["cleanlab"] = lab
     return out

@@ -35,6 +35,8 @@ import numpy as np
 import tomli_w
 from scipy.stats import spearmanr
 
+from ..analysis.detection import cleanlab_score
+from ..analysis.metrics import auroc
 from ..atomic import write_atomic, write_json, write_text
 from ..config import load_config
 from ..data import find_data, load_dataset, make_split
@@ -140,6 +142,11 @@ def collect(folder: str | Path) -> Path:
     labels, x = full.train_labels, first.dataset.x_train[indices]
     probs = np.stack([_softmax(k, r.out, first, held[k], indices, x) for k, r in enumerate(runs)])  # K x N x C
     result, correct = aggregate(held, probs, labels)
+    seen = result["heldout_count"] > 0  # samples some model held out (every one under --folds)
+    lab = cleanlab_score(labels[seen], result["heldout_probs"][seen].astype(np.float64))
+    if lab is not None:  # cleanlab as its docs ask: on out-of-sample predicted probabilities
+        result["cleanlab"] = np.full(len(labels), np.nan, np.float16)
+        result["cleanlab"][seen] = lab
     result.update(indices=indices, labels=labels, clean_labels=full.clean_labels, noisy=full.noisy)
     result.update(held_out=held, model_seeds=seeds)
     write_atomic(folder / RESULT, lambda f: np.savez(f, **result))
@@ -149,6 +156,11 @@ def collect(folder: str | Path) -> Path:
         "heldout_count": [int(result["heldout_count"].min()), int(result["heldout_count"].max())],
         **split_half_stability(held, correct),
     }
+    if full.noisy.any():  # injected noise: the out-of-sample scores' AUROC for the wrong labels
+        names = {"1-cscore": "scores", "heldout_loss": "heldout_loss", "cleanlab_heldout": "cleanlab"}
+        summary["noisy_auroc"] = {
+            k: auroc(result[v][seen].astype(np.float64), full.noisy[seen]) for k, v in names.items() if v in result
+        }
     write_json(folder / SUMMARY, summary)
     return folder / RESULT
 
