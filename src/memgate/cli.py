@@ -191,19 +191,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
         return 0
     if args.holdout_cmd == "run":
         return holdout.run(args.folder, jobs=args.jobs, shard=args.shard)
-    path = holdout.collect(args.folder)
-    summary = json.loads((path.parent / holdout.SUMMARY).read_text())
-    rho = summary["split_half_spearman"]
-    if "noisy_auroc" in summary:
-        print(
-            "AUROC for the injected noisy labels, out of sample: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in summary["noisy_auroc"].items())
-        )
-    print(
-        f"{path}: {summary['n']:,d} samples, each held out by {summary['heldout_count'][0]}-"
-        f"{summary['heldout_count'][1]} of {summary['models']} models; split-half Spearman of the C-score "
-        + (f"{rho:.3f}" if rho is not None else "- (too few models)")
-    )
+    print("\n".join(holdout.summary_lines(holdout.collect(args.folder))))
     return 0
 
 

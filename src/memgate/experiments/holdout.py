@@ -165,6 +165,22 @@ def collect(folder: str | Path) -> Path:
     return folder / RESULT
 
 
+def summary_lines(path: Path) -> list[str]:
+    """What `memgate holdout collect` prints about the holdout.npz at ``path`` (from holdout.json)."""
+    summary = json.loads((path.parent / SUMMARY).read_text())
+    rho = summary["split_half_spearman"]
+    lines = []
+    if "noisy_auroc" in summary:
+        auc = ", ".join(f"{k} {v:.3f}" for k, v in summary["noisy_auroc"].items())
+        lines.append(f"AUROC for the injected noisy labels, out of sample: {auc}")
+    lines.append(
+        f"{path}: {summary['n']:,d} samples, each held out by {summary['heldout_count'][0]}-"
+        f"{summary['heldout_count'][1]} of {summary['models']} models; split-half Spearman of the C-score "
+        + (f"{rho:.3f}" if rho is not None else "- (too few models)")
+    )
+    return lines
+
+
 def _softmax(k: int, run: Path, first, held: np.ndarray, indices: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Model k's softmax on every training sample, after checking it trained on exactly the complement
     of its held-out list (so no sample is ever scored as held out by a network that saw it)."""
