@@ -7,7 +7,7 @@ import pytest
 import torch
 from runfactory import tiny
 
-from memgate.analysis.tradeoff import choose_tau, per_sample_macs
+from memgate.analysis.tradeoff import choose_tau, halves_of_test, per_sample_macs
 from memgate.cli import main
 from memgate.config import GateConfig, ModelConfig
 from memgate.experiments.report import report
@@ -133,3 +133,18 @@ def test_random_routing_control_of_a_single_gate(npz, tmp_path):
     for p in pts.values():
         share = p["test_routed"]["3"]
         assert p["random_test_acc"] == pytest.approx(share * full["test_acc"] + (1 - share) * skip["test_acc"])
+
+
+def test_without_a_validation_split_tau_is_chosen_on_one_test_half_and_reported_on_the_other(npz, tmp_path):
+    a, b = halves_of_test(101)
+    assert len(a) == 50 and len(b) == 51 and not np.intersect1d(a, b).size and np.array_equal(a, halves_of_test(101)[0])
+    run = tmp_path / "o1"
+    run_training(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "data.val_size=0"))
+    argv = ["tradeoff", str(run), "--thresholds", "0,0.5,1.01", "--batch-sizes", "8", "--repeats", "1"]
+    assert main([*argv, "--max-drop", "100"]) == 0  # anything within 100 points: the cheapest tau
+    res = json.loads((run / "tradeoff.json").read_text())
+    chosen, pts = res["chosen"], {p["tau"]: p for p in res["points"]}
+    assert chosen["tau"] == 1.01 and "test half A" in chosen["chosen_on"]
+    assert chosen["val_acc"] == pts[1.01]["val_acc"] and chosen["test_acc"] == pts[1.01]["report_acc"]
+    n = len(halves_of_test(len(np.load(npz)["y_test"]))[1])
+    assert f"half B's ({n:,d})" in chosen["chosen_on"]
