@@ -121,6 +121,14 @@ def test_the_real_public_files_import_and_score_their_published_accuracy(tmp_pat
     assert main(["eval", str(tmp_path / "run"), "--data", str(shared_cifar10)]) == 0
     out = capsys.readouterr().out
     assert f"test accuracy {PUBLISHED[depth]}% (g mode soft, fp32)" in out, out
+    if depth == 20:  # a public network as a tradeoff reference (--baseline): evaluated, not read from a summary
+        from memgate.analysis.tradeoff import _reference_point
+
+        ref = _reference_point(tmp_path / "run")
+        assert ref["label"] == "ResNet-20 (public weights)" and ref["test_acc"] == pytest.approx(
+            float(PUBLISHED[20]) / 100
+        )
+        assert ref["macs"] == 40_551_040 and ref["data"] == "cifar10"
 
 
 def _backbone(net):

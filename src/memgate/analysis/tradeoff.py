@@ -23,10 +23,11 @@ import torch
 from ..atomic import write_json, write_text
 from ..config import load_config
 from ..errors import ConfigError, RunError
-from ..models import macs_per_stage
+from ..models import architecture_summary, macs_per_stage
 from ..outputs import claim, record, run_folder
+from ..train import checkpoint as ckpt_io
 from ..train.evaluate import SavedRun, open_run, predict
-from ..train.rundir import CONFIG, TRADEOFF, read_summary
+from ..train.rundir import CHECKPOINT, CONFIG, TRADEOFF, read_summary
 from .figures import save, subplots
 
 DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.01)
@@ -219,8 +220,11 @@ def choose_tau(rows: list[dict], max_drop: float) -> dict:
 
 
 def _reference_point(run: str | Path) -> dict:
-    """A finished run drawn as one point beside the curve: the ungated network, or a soft gate (no skipping)."""
+    """A finished run drawn as one point beside the curve: the ungated network, or a soft gate (no
+    skipping); or an imported public network (`memgate import`), evaluated here on its test split."""
     s = read_summary(run)
+    if s is None and (Path(run) / CHECKPOINT).is_file() and ckpt_io.load(Path(run)).get("imported_from"):
+        return _imported_point(run)
     if s is None:
         raise RunError(f"tradeoff: --baseline {run} is not a finished run (no summary.json)")
     cfg = load_config(Path(run) / CONFIG)
@@ -235,6 +239,14 @@ def _reference_point(run: str | Path) -> dict:
         "macs": s["macs"],
         "data": cfg.data.dataset,
     }
+
+
+def _imported_point(run: str | Path) -> dict:
+    r = open_run(run)
+    acc = float((predict(r, r.dataset.x_test).logits.argmax(1).numpy() == r.dataset.y_test).mean())
+    arch = architecture_summary(r.net)
+    label = f"ResNet-{arch['depth']} (public weights)"
+    return {"run": str(run), "label": label, "test_acc": acc, "macs": arch["macs"], "data": r.cfg.data.dataset}
 
 
 def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
