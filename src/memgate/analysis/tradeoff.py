@@ -324,7 +324,7 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
         rand = [100 * p["random_test_acc"] for p in pts]
         ax.plot([p["test_macs"] / 1e6 for p in pts], rand, ":", color="grey", label="same share routed at random")
     ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
-    for b, marker in zip(result["references"], "*^vDP"):
+    for b, marker in zip(result["references"], "*^vDPXhp<>" * 4):  # one marker each, any number of them
         ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], marker, ms=10, label=b["label"])
     ax.set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     ax.legend(fontsize=8)

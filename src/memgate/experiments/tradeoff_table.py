@@ -99,7 +99,7 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
         axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=label, **style)
         for ax, b in zip(axes[1:], sizes):
             ax.plot([_speedup(p, b) or float("nan") for p in pts], acc, label=label, **style)
-    markers = {label: m for label, m in zip(dict.fromkeys(r["label"] for r in refs), "*^vDP")}
+    markers = {label: m for label, m in zip(dict.fromkeys(r["label"] for r in refs), "*^vDPXhp<>" * 4)}
     for ref in refs:
         label = ref["label"] if ref["label"] not in labelled else "_nolegend_"
         labelled.add(ref["label"])
