@@ -761,3 +761,16 @@ def test_run_arrays_that_contradict_each_other(finished, tmp_path, capsys, name,
     arrays.update(change(arrays))
     np.savez(run / name, **arrays)
     fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o"], needle, root=run)
+
+
+def test_a_linked_history_file_is_refused(tmp_path):
+    """A run in progress keeps its histories in history/*.npy; a link there is refused like any run file's."""
+    from memgate.errors import RunError
+    from memgate.train.history import read_rows
+
+    real = tmp_path / "real.npy"
+    np.save(real, np.zeros((3, 5), np.float16))
+    assert read_rows(real, 2).shape == (2, 5)
+    (tmp_path / "loss.npy").symlink_to(real)
+    with pytest.raises(RunError, match="is a symbolic link"):
+        read_rows(tmp_path / "loss.npy", 2)

@@ -94,7 +94,10 @@ def _header(shape: tuple[int, int]) -> dict:
 
 
 def read_header(path: Path) -> tuple[tuple[int, ...], int]:
-    """(shape, data offset) of a history file; a one-line RunError for anything else."""
+    """(shape, data offset) of a history file; a one-line RunError for anything else (a link too:
+    a run's files are its own)."""
+    if path.is_symlink():
+        raise RunError(f"run: {path} is a symbolic link; memgate reads a run's own files only (copy the file in)")
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
