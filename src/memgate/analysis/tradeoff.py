@@ -150,19 +150,14 @@ def tradeoff(
     _check_run(r, run, references, max_drop)
     total, skip = macs_per_stage(r.net)
     test = (r.dataset.x_test, r.dataset.y_test)
-    val = (r.data.val_x.cpu().numpy(), r.data.val_y.cpu().numpy()) if len(r.data.val_y) else None
-    halves = None
-    if val is None and max_drop is not None:  # trained on every training image: choose on test half A
-        halves = halves_of_test(len(test[1]))
-        val = (test[0][halves[0]], test[1][halves[0]])
+    val, report = _choice_sets(r, test, max_drop)
     timed = {b: _timing_batches(r, test[0], b) for b in batch_sizes}
     rows = []
     for tau in taus:
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
-        if val is not None:
-            row["val_acc"] = _point(r, *val, tau, total, skip)["acc"]
-        if halves is not None:
-            row["report_acc"] = _point(r, test[0][halves[1]], test[1][halves[1]], tau, total, skip)["acc"]
+        for key, data in (("val_acc", val), ("report_acc", report)):
+            if data is not None:
+                row[key] = _point(r, *data, tau, total, skip)["acc"]
         timings = {b: paired_speedup(r.net, timed[b], tau, repeats, r.autocast()) for b in batch_sizes}
         row.update({f"images_per_s_b{b}": t["images_per_s"] for b, t in timings.items()})
         row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
@@ -184,15 +179,26 @@ def tradeoff(
     }
     if max_drop is not None:
         result["chosen"] = choose_tau(rows, max_drop)
-        if halves is not None:
+        if report is not None:
             result["chosen"]["chosen_on"] = (
-                f"test half A ({len(halves[0]):,d} images, the run has no validation split); test_acc is "
-                f"half B's ({len(halves[1]):,d})"
+                f"test half A ({len(val[1]):,d} images, the run has no validation split); test_acc is "
+                f"half B's ({len(report[1]):,d})"
             )
     out_dir = claim(out or run_folder(run), run, "tradeoff", force)
     text = _write(result, out_dir, batch_sizes)
     record(out_dir, run, "tradeoff")
     return text
+
+
+def _choice_sets(r: SavedRun, test: tuple[np.ndarray, np.ndarray], max_drop: float | None) -> tuple:
+    """(images, labels) that choose tau, and those that report it (None: the test split). A run that
+    trained on every training image has no validation split: test half A chooses, half B reports."""
+    if len(r.data.val_y):
+        return (r.data.val_x.cpu().numpy(), r.data.val_y.cpu().numpy()), None
+    if max_drop is None:
+        return None, None
+    a, b = halves_of_test(len(test[1]))
+    return (test[0][a], test[1][a]), (test[0][b], test[1][b])
 
 
 def halves_of_test(n: int) -> tuple[np.ndarray, np.ndarray]:
