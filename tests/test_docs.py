@@ -62,6 +62,40 @@ def test_full_scale_spearman_sentence_is_the_committed_scores_md():
         assert re.search(rf"{re.escape(said)}( events)?:\s+{re.escape(pair)}", README), (name, pair)
 
 
+def _committed_numbers(folder: Path, suffixes: tuple[str, ...]) -> set[float]:
+    """Every decimal number in the machine-written files of a results folder with one of ``suffixes``,
+    and in its runs' summary.json files (not in its hand-written READMEs or COMMANDS)."""
+    return {
+        abs(float(n))
+        for p in folder.rglob("*")
+        if (p.suffix in suffixes or p.name == "summary.json") and p.name not in ("README.md", "COMMANDS.md")
+        for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", p.read_text())
+    }
+
+
+def _is_committed(number: str, found: set[float]) -> bool:
+    """``number`` (as printed) is one of ``found`` at its precision, or a fraction of it in percent."""
+    x, places = abs(float(number)), len(number.split(".")[1])
+    return any(round(n, places) == x or round(100 * n, places) == x for n in found)
+
+
+def test_full_scale_section_numbers_come_from_results_pretrained():
+    """The numbers of "At full scale, from public weights" are in results/pretrained's files (reports,
+    tables, metrics.jsonl), except the two quoted ones: issue 20's frozen-recipe figure and g's float16
+    floor as g_by_class.png prints it."""
+    section = README[README.index("## At full scale, from public weights") : README.index("## Reproducing the paper")]
+    found = _committed_numbers(ROOT / "results" / "pretrained", (".md", ".csv", ".json", ".jsonl"))
+    quoted = {"77.66", "0.018"}
+    for number in re.findall(r"(?<![\w.])-?\d+\.\d+", section):
+        assert number in quoted or _is_committed(number, found), number
+
+
+# Figures the README quotes from a hand-written study write-up because their machine-written source
+# was never committed: 65.51 is baseline_sym20 seed 0 of the noise study (results/noise/README.md;
+# that study committed its per-run analyses and report, not its per-run summaries).
+UNCOMMITTED = {"65.51"}
+
+
 def test_findings_numbers_come_from_the_committed_result_files():
     """Every number in the README's findings table is, at its precision, a number of a machine-written
     file (report.md, csv, tables, script output; not a hand-written README nor per-epoch json) of the
@@ -73,13 +107,6 @@ def test_findings_numbers_come_from_the_committed_result_files():
     assert len(rows) >= 8
     for row in rows:
         folders = set(re.findall(r"\]\(results/([\w]+)", row))
-        found = {
-            abs(float(n))
-            for folder in folders
-            for p in (ROOT / "results" / folder).rglob("*")
-            if p.suffix in (".md", ".csv", ".txt") and p.name != "README.md"
-            for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", p.read_text())
-        }
+        found = set().union(*(_committed_numbers(ROOT / "results" / f, (".md", ".csv", ".txt")) for f in folders))
         for number in re.findall(r"(?<![\w.])-?\d+\.\d+", row.split("|")[2]):
-            x, places = abs(float(number)), len(number.split(".")[1])
-            assert any(round(n, places) == x or round(100 * n, places) == x for n in found), (number, row[:60])
+            assert number in UNCOMMITTED or _is_committed(number, found), (number, row[:60])
