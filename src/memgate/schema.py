@@ -28,6 +28,11 @@ class SchemaError(ValueError):
         self.field, self.problem = field, problem
 
 
+def problem(e: Exception) -> str:
+    """How a file broke, to append to its path: ': <field> <problem>' or ' is damaged (<error>)'."""
+    return f": {e}" if isinstance(e, SchemaError) else f" is damaged ({e.__class__.__name__})"
+
+
 @dataclass(frozen=True)
 class Field:
     kind: str  # "num" (int or float), "int", "str" or "bool"

@@ -19,6 +19,14 @@ from .readers import MAX_MEMBER_BYTES
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 
 
+def _claimed(f) -> tuple[tuple[int, ...], int]:
+    """(shape, bytes) an .npy header claims, read from the open file ``f`` (left after the header)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return shape, int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+
+
 def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
     """A description of the first array whose header claims more bytes than its archive member holds
     (or than ``limit``), else None: checked before anything is allocated."""
@@ -27,10 +35,7 @@ def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
             if not info.filename.endswith(".npy"):
                 continue
             with zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-            claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                shape, claimed = _claimed(f)
             if claimed > min(info.file_size, limit):
                 name, held = info.filename[:-4], f"{info.file_size:,d}"
                 return f"{name} claims shape {shape} ({claimed:,d} bytes) but holds {held} bytes"
@@ -40,11 +45,8 @@ def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
 def _npy_oversized(path: Path, limit: int) -> str | None:
     """The same check for a plain .npy file."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
+        shape, claimed = _claimed(f)
         held = path.stat().st_size - f.tell()
-    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     return (
         f"its header claims shape {shape} ({claimed:,d} bytes) but it holds {held:,d}"
         if claimed > min(held, limit)

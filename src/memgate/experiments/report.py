@@ -93,9 +93,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
             if v.get("paper") is not None and not (1 <= len(v["paper"]) <= 2 and v["paper"][0] is not None):
                 raise schema.SchemaError(f"variants[{i}].paper", "must be [mean] or [mean, std]")
     except (OSError, ValueError) as e:
-        what = f": {e}" if isinstance(e, schema.SchemaError) else f" is damaged ({e.__class__.__name__})"
         raise MemgateError(
-            f"report: {path}{what}; run `memgate sweep` with the grid file again to rewrite it"
+            f"report: {path}{schema.problem(e)}; run `memgate sweep` with the grid file again to rewrite it"
         ) from None
     return meta
 

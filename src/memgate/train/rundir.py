@@ -258,16 +258,11 @@ def read_metrics(run: str | Path) -> list[dict]:
             row = json.loads(line)
             schema.check_metrics_row(row)
         except ValueError as e:  # JSONDecodeError and SchemaError
-            raise RunError(f"run: {path}, line {i}{_problem(e)}; {remedy}") from None
+            raise RunError(f"run: {path}, line {i}{schema.problem(e)}; {remedy}") from None
         if row["epoch"] != i:
             raise RunError(f"run: {path}: line {i} is epoch {row['epoch']}, expected {i}; {remedy}")
         rows.append(row)
     return rows
-
-
-def _problem(e: Exception) -> str:
-    """How a file broke, appended to its path: ': <field> <problem>' or ' is damaged (<error>)'."""
-    return f": {e}" if isinstance(e, schema.SchemaError) else f" is damaged ({e.__class__.__name__})"
 
 
 def _own_file(path: Path) -> Path:
@@ -303,7 +298,7 @@ def _read_json(path: Path, spec: Any, remedy: str) -> dict[str, Any] | None:
         result = json.loads(_own_file(path).read_text())
         spec(result) if callable(spec) else schema.check(result, spec)
     except (OSError, ValueError) as e:  # unreadable, not JSON, or breaks the schema
-        raise RunError(f"run: {path}{_problem(e)}; {remedy}") from None
+        raise RunError(f"run: {path}{schema.problem(e)}; {remedy}") from None
     return result
 
 
