@@ -8,6 +8,7 @@ import pytest
 from runfactory import tiny
 
 from memgate.analysis.detection import scores
+from memgate.analysis.external import within_class_spearman
 from memgate.cli import main
 from memgate.data import load_dataset, make_split
 from memgate.train.run import train as run_training
@@ -48,6 +49,8 @@ def test_external_scores_spearman(noisy_run, tmp_path, capsys):
     res = json.loads((noisy_run / "external_scores.json").read_text())
     assert res["spearman"]["loss_mean"] == pytest.approx(1.0)
     assert "auroc_noisy" in res and res["n"] == len(mine)
+    assert res["spearman_within_class"]["loss_mean"]["mean"] == pytest.approx(1.0)
+    assert (noisy_run / "external_scores.png").stat().st_size > 5000
     assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "perm.npz")]) == 0
     res = json.loads((noisy_run / "external_scores.json").read_text())
     assert abs(res["spearman"]["loss_mean"]) < 0.2
@@ -55,6 +58,16 @@ def test_external_scores_spearman(noisy_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "bad.npz")]) == 2
     assert "'indices' must be 1-D integers" in capsys.readouterr().err
+
+
+def test_within_class_spearman_by_hand():
+    # class 0: the score ranks like ext; class 1: against it; class 2: too small to rank (one sample)
+    score = np.array([1.0, 2, 3, 10, 20, 30, 5])
+    ext = np.array([0.1, 0.2, 0.3, 3, 2, 1, 9])
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    w = within_class_spearman(score, ext, labels)
+    assert w["per_class"] == {"0": pytest.approx(1.0), "1": pytest.approx(-1.0)} and w["mean"] == pytest.approx(0.0)
+    assert within_class_spearman(score, np.ones(7), labels) == {"mean": None, "per_class": {}}
 
 
 def test_exclude_drops_exactly_those_indices_and_keeps_the_other_labels(noisy_run, npz, tmp_path, capsys):

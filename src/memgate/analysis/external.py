@@ -4,13 +4,15 @@ AUROC on the injected-noise mask (consistency scores, human difficulty ratings, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from ..atomic import write_json
 from ..data.npz import read_user_arrays
 from ..errors import DataError
+from .figures import save, subplots
 from .metrics import auroc
 
 
@@ -51,19 +53,57 @@ def read_external(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np
     return np.searchsorted(indices, ext_idx[known]), scores[known]
 
 
+def within_class_spearman(score: np.ndarray, ext: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Spearman of ``score`` with ``ext`` inside each class (by given label), and its mean over the
+    classes where both vary: is the ranking more than "which class is hard"?"""
+    per_class: dict[str, float] = {}
+    for c in np.unique(labels):
+        m = labels == c
+        if m.sum() >= 3 and np.ptp(score[m]) and np.ptp(ext[m]):
+            per_class[str(int(c))] = float(spearmanr(score[m], ext[m]).statistic)
+    mean = float(np.mean(list(per_class.values()))) if per_class else None
+    return {"mean": mean, "per_class": per_class}
+
+
 def compare_external(path: str | Path, signals: dict, score_map: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+    """Spearman (overall and within class) of the external score with every memgate score, its AUROC
+    for injected noise, and a figure: each score's mean percentile per decile of the external score."""
     pos, ext = read_external(path, signals["indices"])
+    labels = signals["labels"][pos]
     # a memgate score constant over these samples (forgetting events of a short run) has no rank: None
     rho = {k: float(spearmanr(v[pos], ext).statistic) if np.ptp(v[pos]) else None for k, v in score_map.items()}
-    result: dict = {"file": str(path), "n": len(pos), "spearman": rho}
+    within = {k: within_class_spearman(v[pos], ext, labels) for k, v in score_map.items()}
+    result: dict = {"file": str(path), "n": len(pos), "spearman": rho, "spearman_within_class": within}
     noisy = signals["noisy"].astype(bool)[pos]
     lines = [f"  external scores {path}: {len(pos):,d} of {len(signals['indices']):,d} training samples"]
     if noisy.any() and not noisy.all():
         result["auroc_noisy"] = auroc(ext, noisy)
         lines.append(f"    its AUROC for the injected noisy labels: {result['auroc_noisy']:.3f}")
     ranked = sorted(rho.items(), key=lambda kv: -abs(kv[1]) if kv[1] is not None else 0.0)
-    lines += [
-        f"    Spearman with {k:<24s} " + (f"{r:+.3f}" if r is not None else "- (constant here)") for k, r in ranked
-    ]
+    lines.append(f"    Spearman with {'':<24s} overall  within class (mean)")
+    for k, r in ranked:
+        w = within[k]["mean"]
+        overall = f"{r:+.3f}" if r is not None else "- (constant here)"
+        lines.append(f"    Spearman with {k:<24s} {overall:>7s}  " + (f"{w:+.3f}" if w is not None else "-"))
     write_json(out_dir / "external_scores.json", result)
+    _plot_deciles(ext, {k: v[pos] for k, v in score_map.items() if k in FIGURE_SCORES}, out_dir, Path(path).name)
     return lines
+
+
+FIGURE_SCORES = ("g_final_b3", "g_final_b2", "loss_final", "neg_aum", "forgetting", "first_learned", "neg_confidence")
+
+
+def _plot_deciles(ext: np.ndarray, chosen: dict[str, np.ndarray], out_dir: Path, name: str) -> None:
+    """external_scores.png: per decile of the external score (x), each memgate score's mean
+    percentile rank (y); a score that ranks like the external one climbs the diagonal."""
+    decile = np.minimum((rankdata(ext) - 1) * 10 // len(ext), 9).astype(int)
+    fig, ax = subplots(figsize=(6.4, 4.4))
+    for k, v in chosen.items():
+        pct = rankdata(v) / len(v) * 100
+        ax.plot(np.arange(1, 11), [pct[decile == d].mean() for d in range(10)], marker="o", label=k)
+    ax.plot([1, 10], [5, 95], color="grey", linestyle=":", label="same ranking")
+    ax.axhline(50, color="grey", linewidth=0.6)
+    ax.set(xlabel=f"decile of the external score ({name}), 10 = highest", ylabel="mean percentile of the score")
+    ax.set_xticks(range(1, 11))
+    ax.legend(fontsize=7)
+    save(fig, out_dir / "external_scores.png", f"memgate scores against {name}", 10)
