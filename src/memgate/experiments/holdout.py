@@ -22,7 +22,7 @@ noisy where injected), ``clean_labels``, ``noisy``; ``heldout_count`` / ``in_cou
 ``heldout_loss``, ``in_correct`` (mean in-sample correctness), ``memorisation`` = in_correct -
 cscore (float16); ``heldout_probs`` (N x C mean held-out softmax, float16); ``held_out`` (K x N
 bool) and ``model_seeds``: the subsets, so the result can be rebuilt; ``scores`` = 1 - cscore
-(higher = more atypical), so that ``memgate analyze RUN --scores holdout.npz`` reads it as it is.
+(float16; higher = more atypical), so that ``memgate analyze RUN --scores holdout.npz`` reads it as it is.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def aggregate(held: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> tuple[
         **{k: v.astype(f16) for k, v in mean.items()},
         "in_correct": in_correct.astype(f16),
         "memorisation": (in_correct - cscore).astype(f16),
-        "scores": 1 - cscore,
+        "scores": (1 - cscore).astype(f16),
     }
     return result, correct
 
