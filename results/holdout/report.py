@@ -22,6 +22,8 @@ SCORES = {
     "neg_confidence": "-confidence (cartography)",
     "variability": "variability (cartography)",
     "gate_entropy_b3_final": "gate entropy (final)",
+    "gate_loss_b3_mean": "gate head's mean loss (label-aware)",
+    "cleanlab": "cleanlab on the in-sample final softmax",
 }
 IN_SAMPLE = {
     "g_final_b3": "final g",
@@ -88,8 +90,12 @@ def folds_table() -> list[str]:
 
 def main() -> None:
     lines = header()
-    lines += spearman_table("1 - C-score (held-out error; higher = less predictable without the sample)", "external_scores.json")
-    lines += spearman_table("the memorisation estimate (in-sample minus held-out accuracy)", "memorisation/external_scores.json")
+    lines += spearman_table(
+        "1 - C-score (held-out error; higher = less predictable without the sample)", "external_scores.json"
+    )
+    lines += spearman_table(
+        "the memorisation estimate (in-sample minus held-out accuracy)", "memorisation/external_scores.json"
+    )
     lines += folds_table()
     (HERE / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))

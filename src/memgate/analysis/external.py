@@ -90,20 +90,33 @@ def compare_external(path: str | Path, signals: dict, score_map: dict[str, np.nd
     return lines
 
 
-FIGURE_SCORES = ("g_final_b3", "g_final_b2", "loss_final", "neg_aum", "forgetting", "first_learned", "neg_confidence")
+FIGURE_SCORES = (
+    "g_final_b3",
+    "g_final_b2",
+    "loss_final",
+    "loss_mean",
+    "neg_aum",
+    "forgetting",
+    "first_learned",
+    "neg_confidence",
+)
 
 
 def _plot_deciles(ext: np.ndarray, chosen: dict[str, np.ndarray], out_dir: Path, name: str) -> None:
-    """external_scores.png: per decile of the external score (x), each memgate score's mean
-    percentile rank (y); a score that ranks like the external one climbs the diagonal."""
-    decile = np.minimum((rankdata(ext) - 1) * 10 // len(ext), 9).astype(int)
+    """external_scores.png: per decile of the external score, each memgate score's mean percentile
+    rank against the external score's own; a score that ranks like the external one follows the
+    diagonal. Tied external scores share a rank, so a mass of ties is one point, not empty deciles."""
+    ext_pct = rankdata(ext) / len(ext) * 100
+    decile = np.minimum(ext_pct // 10, 9)
+    groups = [decile == d for d in np.unique(decile)]
+    x = [ext_pct[g].mean() for g in groups]
     fig, ax = subplots(figsize=(6.4, 4.4))
     for k, v in chosen.items():
         pct = rankdata(v) / len(v) * 100
-        ax.plot(np.arange(1, 11), [pct[decile == d].mean() for d in range(10)], marker="o", label=k)
-    ax.plot([1, 10], [5, 95], color="grey", linestyle=":", label="same ranking")
+        ax.plot(x, [pct[g].mean() for g in groups], marker="o", label=k)
+    ax.plot([0, 100], [0, 100], color="grey", linestyle=":", label="same ranking")
     ax.axhline(50, color="grey", linewidth=0.6)
-    ax.set(xlabel=f"decile of the external score ({name}), 10 = highest", ylabel="mean percentile of the score")
-    ax.set_xticks(range(1, 11))
+    ax.set(xlabel=f"percentile of the external score ({name}), by decile", ylabel="mean percentile of the score")
+    ax.set(xlim=(0, 100), ylim=(0, 100))
     ax.legend(fontsize=7)
     save(fig, out_dir / "external_scores.png", f"memgate scores against {name}", 10)
