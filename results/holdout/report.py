@@ -44,7 +44,7 @@ def fmt(x: float | None) -> str:
 
 def header() -> list[str]:
     h = load(HERE / "holdout.json")
-    accs = [float(r["final_test_acc"]) for r in csv.DictReader((HERE / "models" / "results.csv").open())]
+    accs = [float(r["test_acc_mean"]) for r in csv.DictReader((HERE / "models" / "results.csv").open())]
     mean = sum(accs) / len(accs)
     return [
         "# Held-out C-score and memorisation estimates against g and the proxies (machine-written by report.py)",
