@@ -94,6 +94,20 @@ def test_full_scale_section_numbers_come_from_results_pretrained():
         assert number in quoted or _is_committed(number, found), number
 
 
+def test_held_out_section_numbers_come_from_results_holdout():
+    """The numbers of "Against a held-out score" are in the few machine-written files they come from:
+    results/holdout's report (which also quotes the noise study's in-sample AUROCs) and collect
+    summaries. Not whole folders: their per-class json holds so many
+    3-decimal numbers that almost any typo would match one."""
+    section = README[README.index("### Against a held-out score") : README.index("### Findings so far")]
+    sources = [ROOT / "results" / "holdout" / f for f in ("report.md", "holdout.json", "folds/holdout.json")]
+    found = {abs(float(n)) for p in sources for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", p.read_text())}
+    numbers = re.findall(r"(?<![\w.])-?\d+\.\d+", section)
+    assert len(numbers) >= 15
+    for number in numbers:
+        assert _is_committed(number, found), number
+
+
 # Figures the README quotes from a hand-written study write-up because their machine-written source
 # was never committed: 65.51 is baseline_sym20 seed 0 of the noise study (results/noise/README.md;
 # that study committed its per-run analyses and report, not its per-run summaries).

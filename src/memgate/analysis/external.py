@@ -16,6 +16,19 @@ from .figures import save, subplots
 from .metrics import auroc
 
 
+# the scores external_scores.png draws (the table and the json hold every score)
+FIGURE_SCORES = (
+    "g_final_b3",
+    "g_final_b2",
+    "loss_final",
+    "loss_mean",
+    "neg_aum",
+    "forgetting",
+    "first_learned",
+    "neg_confidence",
+)
+
+
 def read_external(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positions in the run's columns, scores) from an .npz holding ``scores`` indexed by dataset
     training index, or ``indices`` + ``scores``: both 1-D, real numbers, integer indices >= 0."""
@@ -88,18 +101,6 @@ def compare_external(path: str | Path, signals: dict, score_map: dict[str, np.nd
     write_json(out_dir / "external_scores.json", result)
     _plot_deciles(ext, {k: v[pos] for k, v in score_map.items() if k in FIGURE_SCORES}, out_dir, Path(path).name)
     return lines
-
-
-FIGURE_SCORES = (
-    "g_final_b3",
-    "g_final_b2",
-    "loss_final",
-    "loss_mean",
-    "neg_aum",
-    "forgetting",
-    "first_learned",
-    "neg_confidence",
-)
 
 
 def _plot_deciles(ext: np.ndarray, chosen: dict[str, np.ndarray], out_dir: Path, name: str) -> None:
