@@ -198,7 +198,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments.report import report
 
-    report(args.runs_dir, out=args.out)
+    report(args.runs_dir, out=args.out, grid=args.grid)
     return 0
 
 
@@ -356,6 +356,9 @@ def _add_experiment_commands(sub) -> None:
     sp = sub.add_parser("report", help="tables (mean, std, CI, Welch t-test) and figures for a grid")
     sp.add_argument("runs_dir")
     sp.add_argument("-o", "--out", default=None, help="output folder (default: RUNS_DIR)")
+    sp.add_argument(
+        "--grid", default=None, help="grid file whose variants and baselines to use (default: RUNS_DIR/grid.json)"
+    )
     sp.set_defaults(func=cmd_report)
 
 

@@ -154,6 +154,15 @@ METRICS_EXTRA = OPT_NUM
 # ood.json (analysis/ood.py): per OOD source, per score, AUROC and FPR at 95% TPR
 OOD = {"ood": Each({"n": EPOCH, "scores": Each({"auroc": SHARE, "fpr95?": OPT_SHARE})})}
 
+# detection.json (analysis/detection.py): per score, AUROC etc. for the injected wrong labels, and
+# per signal its AUROC at each epoch (null where undefined)
+DETECTION = {
+    "n": EPOCH,
+    "n_noisy": COUNT,
+    "scores": Each({"auroc": SHARE, "ap?": OPT_SHARE, "precision_at_k?": OPT_SHARE, "recall_at_k?": OPT_SHARE}),
+    "auroc_per_epoch?": Each([OPT_SHARE]),
+}
+
 # tradeoff.json (analysis/tradeoff.py): the thresholds swept, the soft gate, the full network's speed
 _POINT = {"tau": NUM, "test_acc": SHARE, "test_macs": Field("num", 0), "val_acc?": OPT_SHARE}
 TRADEOFF = {

@@ -138,3 +138,57 @@ def test_report_aggregates_noisy_label_and_ood_detection(npz, tmp_path, capsys):
     base = next(line for line in section if line.startswith("| base | 1 |"))
     assert gated.count(" - ") == 0 and base.split(" | ")[2] == "-"  # the baseline has no g
     assert "## Out-of-distribution detection" in text and "| gated | gaussian |" in text
+
+
+def test_report_takes_variants_and_baselines_from_a_grid_file(tmp_path, capsys):
+    """A folder assembled from several sessions has no grid.json: --grid names the grid file."""
+    root = tmp_path / "assembled"
+    for name, accs in {"gated_a": [0.60, 0.62], "base_a": [0.50, 0.52]}.items():
+        for s, a in enumerate(accs):
+            _fake_run(root, name, s, a)
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'name = "g"\nconfig = "c.toml"\nseeds = [0, 1]\n'
+        '[[variant]]\nname = "base_a"\n[[variant]]\nname = "gated_a"\nbaseline = "base_a"\n'
+    )
+    out = tmp_path / "rep"
+    assert main(["report", str(root), "--grid", str(grid), "-o", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| gated_a | 2 | 61.00 | 1.41 | - | +10.00 [" in text and "] vs base_a |" in text
+    assert not (root / "grid.json").exists()  # the runs' folder is only read
+    capsys.readouterr()
+    assert main(["report", str(root), "--grid", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def _saved_detection(run, g_auroc):
+    """The detection.json `memgate analyze` leaves in a run, for a run kept without its npz files."""
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "noisy_train": 20}))
+    scores = {
+        k: {"auroc": a, "ap": 0.5, "precision_at_k": 0.4, "recall_at_k": 0.4}
+        for k, a in (("g_final_b3", g_auroc), ("loss_final", 0.9), ("neg_aum", 0.95))
+    }
+    detection = {"n": 100, "n_noisy": 20, "scores": scores, "auroc_per_epoch": {"g_b3": [0.5, None]}}
+    (run / "detection.json").write_text(json.dumps(detection))
+
+
+def test_a_run_kept_without_its_npz_files_reports_its_saved_detection(tmp_path, capsys):
+    root = tmp_path / "kept"
+    for s, (acc, g_auroc) in enumerate([(0.6, 0.61), (0.62, 0.65)]):
+        _fake_run(root, "gated", s, acc, g=0.3)
+        _saved_detection(root / "gated" / f"seed{s}", g_auroc)
+    _fake_run(root, "clean", 0, 0.7)  # no noise: no detection row
+    text = report(root, out=tmp_path / "rep").read_text()
+    section = text.split("## Noisy-label detection")[1].split("##")[0]
+    assert "| gated | 2 | 0.630 ± 0.028 | 0.900 ± 0.000 | 0.950 ± 0.000 |" in section
+    assert "| clean |" not in section
+    # a damaged detection.json is one line naming it, before anything is written
+    bad = json.loads((root / "gated" / "seed1" / "detection.json").read_text())
+    bad["scores"]["neg_aum"]["auroc"] = 1.7
+    (root / "gated" / "seed1" / "detection.json").write_text(json.dumps(bad))
+    capsys.readouterr()
+    assert main(["report", str(root), "-o", str(tmp_path / "rep2")]) == 2
+    err = capsys.readouterr().err
+    assert "detection.json" in err and "scores.neg_aum.auroc" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "rep2" / "report.md").exists()

@@ -15,7 +15,6 @@ from ..errors import DataError
 from .figures import save, subplots
 from .metrics import auroc
 
-
 # the scores external_scores.png draws (the table and the json hold every score)
 FIGURE_SCORES = (
     "g_final_b3",

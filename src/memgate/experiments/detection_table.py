@@ -10,7 +10,7 @@ import numpy as np
 
 from ..analysis.detection import detection_table, scores
 from ..markdown import table as md_table
-from ..train.rundir import OOD, SIGNALS, present, read_analysis, read_run_arrays
+from ..train.rundir import DETECTION, OOD, SIGNALS, present, read_analysis, read_run_arrays
 
 # Columns of the noisy-label table, in order, when present in a run.
 NOISE_COLUMNS = (
@@ -35,15 +35,22 @@ def _mean_std(values: list[float]) -> str:
 
 
 def noise_rows(meta: dict[str, Any], results: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict[str, list]]]:
-    """(columns, {variant: {score: [AUROC per seed]}}) for variants whose runs have injected noise."""
+    """(columns, {variant: {score: [AUROC per seed]}}) for variants whose runs have injected noise:
+    recomputed from each run's signals, or, for a run kept without its npz files, read from the
+    detection.json that `memgate analyze` wrote into it."""
     table: dict[str, dict[str, list]] = {}
     for v in meta["variants"]:
         for r in results.get(v["name"], []):
             run = Path(r["run"])
-            if not r.get("noisy_train") or not present(run, SIGNALS):
+            if not r.get("noisy_train"):
                 continue
-            sig, gates = read_run_arrays(run)
-            det = detection_table(scores(sig, gates), sig["noisy"].astype(bool))
+            if present(run, SIGNALS):
+                sig, gates = read_run_arrays(run)
+                det = detection_table(scores(sig, gates), sig["noisy"].astype(bool))
+            elif (saved := read_analysis(run, DETECTION, "analyze")) is not None:
+                det = saved["scores"]
+            else:
+                continue
             for k, d in det.items():
                 table.setdefault(v["name"], {}).setdefault(k, []).append(d["auroc"])
     shown = {k for row in table.values() for k in row}

@@ -46,6 +46,26 @@ class Grid:
     overrides: tuple[str, ...] = ()
     source: Path = field(default=Path("."))
 
+    def meta(self) -> dict[str, Any]:
+        """What `memgate report` needs of the grid (the sweep writes it as grid.json beside the runs)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "config": str(self.config),
+            "seeds": list(self.seeds),
+            "baseline": self.baseline,
+            "variants": [
+                {
+                    "name": v["name"],
+                    "overrides": list(v.get("overrides", ())),
+                    "init_from": v.get("init_from"),
+                    "paper": v.get("paper"),
+                    "baseline": v.get("baseline"),
+                }
+                for v in self.variants
+            ],
+        }
+
     def runs(self, root: str | Path = "runs", extra: tuple[str, ...] = ()) -> list[Run]:
         """Every variant x seed, dependencies before their dependents."""
         base = Path(root) / self.name

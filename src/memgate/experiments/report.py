@@ -20,8 +20,19 @@ from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
 from ..train.evaluate import run_dataset
-from ..train.rundir import GATES, OOD, TRADEOFF, present, read_analysis, read_gates, read_metrics, read_summary
+from ..train.rundir import (
+    DETECTION,
+    GATES,
+    OOD,
+    TRADEOFF,
+    present,
+    read_analysis,
+    read_gates,
+    read_metrics,
+    read_summary,
+)
 from .detection_table import detection_markdown
+from .grid import load_grid
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
 
@@ -44,13 +55,18 @@ def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
     return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "p": p, "df": float(df)}
 
 
-def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
-    """(grid metadata, {variant: [summary of each finished seed]}) of a grid's output folder."""
+def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """(grid metadata, {variant: [summary of each finished seed]}) of a grid's output folder. The
+    metadata is the sweep's grid.json, or, given ``grid``, that grid file's (for a folder assembled
+    from several machines or sessions), else each subfolder is a variant."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise MemgateError(f"report: {root} is not a folder; pass a grid's output, e.g. runs/quick")
     meta_file = root / GRID_META
-    meta = _read_meta(meta_file) if meta_file.exists() else None
+    if grid is not None:
+        meta = load_grid(grid).meta()
+    else:
+        meta = _read_meta(meta_file) if meta_file.exists() else None
     names = [v["name"] for v in meta["variants"]] if meta else sorted(p.name for p in root.iterdir() if p.is_dir())
     if meta is None:
         meta = {
@@ -78,9 +94,11 @@ def collect(runs_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict]]
 
 
 def _check_run_files(run: Path) -> None:
-    """Read (and so check) a run's metrics.jsonl, ood.json and tradeoff.json before anything is written."""
+    """Read (and so check) a run's metrics.jsonl, ood.json, tradeoff.json and detection.json before
+    anything is written."""
     read_metrics(run)
     read_analysis(run, OOD, "ood")
+    read_analysis(run, DETECTION, "analyze")
     read_analysis(run, TRADEOFF, "tradeoff")
 
 
@@ -174,9 +192,9 @@ def _memorised(runs: list[dict]) -> float | None:
     return float(np.mean(fits)) if fits else None
 
 
-def report(runs_dir: str | Path, out: str | Path | None = None) -> Path:
+def report(runs_dir: str | Path, out: str | Path | None = None, grid: str | Path | None = None) -> Path:
     """Write report.md, results.csv and figures for a grid's runs; returns the report path."""
-    meta, results = collect(runs_dir)
+    meta, results = collect(runs_dir, grid)
     out_dir = Path(out) if out else Path(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarize(meta, results)
@@ -247,11 +265,11 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
 
 def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
     names = [_curves(meta, results, out_dir / "curves.png")]
-    gated = [
-        (v["name"], results[v["name"]][0])
-        for v in meta["variants"]
-        if results.get(v["name"]) and present(Path(results[v["name"]][0]["run"]), GATES)
-    ]
+    # per gated variant, its first seed that still has gates.npz (a run kept without it draws nothing)
+    with_gates = {
+        v["name"]: [r for r in results.get(v["name"], []) if present(Path(r["run"]), GATES)] for v in meta["variants"]
+    }
+    gated = [(name, runs[0]) for name, runs in with_gates.items() if runs]
     for name, run in gated:
         png = f"fig2_{name}.png"
         plot_g_histograms(

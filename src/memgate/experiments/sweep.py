@@ -31,28 +31,11 @@ def run_status(run: Run) -> str:
 
 
 def _write_grid_meta(grid: Grid, root: Path) -> None:
-    meta = {
-        "name": grid.name,
-        "title": grid.title,
-        "config": str(grid.config),
-        "seeds": list(grid.seeds),
-        "baseline": grid.baseline,
-        "variants": [
-            {
-                "name": v["name"],
-                "overrides": list(v.get("overrides", ())),
-                "init_from": v.get("init_from"),
-                "paper": v.get("paper"),
-                "baseline": v.get("baseline"),
-            }
-            for v in grid.variants
-        ],
-    }
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StorageError(f"sweep: cannot create {root} ({e.strerror}); pass a writable --runs folder") from None
-    write_json(root / GRID_META, meta)
+    write_json(root / GRID_META, grid.meta())
 
 
 def sweep(

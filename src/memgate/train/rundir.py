@@ -43,6 +43,7 @@ HISTORY = "history"  # per-epoch histories of a run in progress, one .npy each (
 HISTORY_NAMES, HISTORY_EPOCHS = "history_names", "history_epochs"  # an npz's reference to them
 LOCK = ".lock"
 OOD = "ood.json"  # written by `memgate ood` (default: into the run)
+DETECTION = "detection.json"  # written by `memgate analyze` of a run with injected noise (default: into the run)
 TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the run)
 INPUTS = "inputs.json"  # sha256 of the files the config names (data.path, data.exclude, train.init)
 RUN_FILES = (CONFIG, INPUTS, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
@@ -282,11 +283,12 @@ def read_summary(run: str | Path) -> dict[str, Any] | None:
     return _read_json(Path(run) / SUMMARY, schema.SUMMARY, remedy)
 
 
-SCHEMAS = {OOD: schema.OOD, TRADEOFF: schema.check_tradeoff}
+SCHEMAS = {OOD: schema.OOD, TRADEOFF: schema.check_tradeoff, DETECTION: schema.DETECTION}
 
 
 def read_analysis(run: str | Path, name: str, command: str) -> dict[str, Any] | None:
-    """A result that ``memgate <command>`` wrote into the run (``OOD``, ``TRADEOFF``), or None if absent."""
+    """A result that ``memgate <command>`` wrote into the run (``OOD``, ``TRADEOFF``, ``DETECTION``), or
+    None if absent."""
     return _read_json(Path(run) / name, SCHEMAS[name], f"run `memgate {command}` again")
 
 
