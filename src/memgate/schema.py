@@ -171,8 +171,9 @@ TRADEOFF = {
     "soft_gate": {"test_acc": SHARE},
     "points": [_POINT],
     "references?": [{"label": STR, "run": STR, "test_acc": SHARE, "macs": Field("num", 0)}],
+    "note?": Field("str", null=True),  # e.g. why the timings are invalid ("" when none)
 }
-CHOSEN = {"tau": NUM, "test_acc": SHARE, "macs": Field("num", 0)}
+CHOSEN = {"tau": NUM, "test_acc": SHARE, "macs": Field("num", 0), "chosen_on?": STR}
 
 # grid.json (experiments/sweep.py): the resolved grid a sweep ran
 GRID = {

@@ -138,13 +138,18 @@ def test_random_routing_control_of_a_single_gate(npz, tmp_path):
 def test_without_a_validation_split_tau_is_chosen_on_one_test_half_and_reported_on_the_other(npz, tmp_path):
     a, b = halves_of_test(101)
     assert len(a) == 50 and len(b) == 51 and not np.intersect1d(a, b).size and np.array_equal(a, halves_of_test(101)[0])
-    run = tmp_path / "o1"
+    run = tmp_path / "grid" / "o1" / "seed0"
     run_training(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "data.val_size=0"))
     argv = ["tradeoff", str(run), "--thresholds", "0,0.5,1.01", "--batch-sizes", "8", "--repeats", "1"]
-    assert main([*argv, "--max-drop", "100"]) == 0  # anything within 100 points: the cheapest tau
+    assert (
+        main([*argv, "--max-drop", "100", "--note", "timings invalid: busy"]) == 0
+    )  # anything within 100 points: the cheapest tau
     res = json.loads((run / "tradeoff.json").read_text())
     chosen, pts = res["chosen"], {p["tau"]: p for p in res["points"]}
     assert chosen["tau"] == 1.01 and "test half A" in chosen["chosen_on"]
     assert chosen["val_acc"] == pts[1.01]["val_acc"] and chosen["test_acc"] == pts[1.01]["report_acc"]
     n = len(halves_of_test(len(np.load(npz)["y_test"]))[1])
     assert f"half B's ({n:,d})" in chosen["chosen_on"]
+    # the grid report says where tau was chosen and carries the run's note
+    text = report(tmp_path / "grid", tmp_path / "rep").read_text()
+    assert f"- o1 seed 0: tau chosen on {chosen['chosen_on']}; timings invalid: busy" in text

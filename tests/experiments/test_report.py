@@ -192,3 +192,24 @@ def test_a_run_kept_without_its_npz_files_reports_its_saved_detection(tmp_path, 
     err = capsys.readouterr().err
     assert "detection.json" in err and "scores.neg_aum.auroc" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "rep2" / "report.md").exists()
+
+
+def test_report_reads_a_results_folder_of_variant_seed_copies(tmp_path, capsys):
+    """results/<study>/<variant>_seed<s>/ (a run's small files kept in git) report like a sweep's folder."""
+    sweep_layout, flat = tmp_path / "sweep", tmp_path / "flat"
+    flat.mkdir()
+    for name, accs in {"base": [0.50, 0.52, 0.55], "base_x": [0.7, 0.72]}.items():
+        for s, a in enumerate(accs):
+            _fake_run(sweep_layout, name, s, a)
+            _fake_run(tmp_path / "tmp", name, s, a)
+            (tmp_path / "tmp" / name / f"seed{s}").rename(flat / f"{name}_seed{s}")
+    meta, results = collect(flat)
+    assert [v["name"] for v in meta["variants"]] == ["base", "base_x"]  # base_x's copies are not base's
+    assert [r["seed"] for r in results["base"]] == [0, 1, 2] and len(results["base_x"]) == 2
+
+    assert summarize(*collect(flat)) == summarize(*collect(sweep_layout))
+    assert summarize(*collect(flat))[0]["test_acc_mean"] == pytest.approx(0.52333, abs=1e-5)
+    # one seed in both layouts is ambiguous: a one-line error
+    _fake_run(flat, "base", 1, 0.9)
+    assert main(["report", str(flat)]) == 2
+    assert "seed 1 of base is both" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,10 @@ def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[
         meta = load_grid(grid).meta()
     else:
         meta = _read_meta(meta_file) if meta_file.exists() else None
-    names = [v["name"] for v in meta["variants"]] if meta else sorted(p.name for p in root.iterdir() if p.is_dir())
+    if meta:
+        names = [v["name"] for v in meta["variants"]]
+    else:  # each subfolder a variant, or the variant of each <variant>_seed<s>/
+        names = sorted({_FLAT.sub("", p.name) for p in root.iterdir() if p.is_dir()})
     if meta is None:
         meta = {
             "name": root.name,
@@ -78,19 +82,38 @@ def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[
     results: dict[str, list[dict]] = {}
     for name in names:
         rows = []
-        for seed_dir in sorted(
-            (root / name).glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0
-        ):
+        for seed, seed_dir in _seed_dirs(root, name):
             s = read_summary(seed_dir)
             if s is not None:
                 _check_run_files(seed_dir)
-                s["seed"] = int(seed_dir.name[4:])
+                s["seed"] = seed
                 s["run"] = str(seed_dir)
                 rows.append(s)
         results[name] = rows
     if not any(results.values()):
         raise MemgateError(f"report: no finished runs (summary.json) under {root}; run `memgate sweep` first")
     return meta, results
+
+
+_FLAT = re.compile(r"_seed\d+$")
+
+
+def _seed_dirs(root: Path, name: str) -> list[tuple[int, Path]]:
+    """(seed, folder) of a variant's runs, by seed: a sweep's ``<variant>/seed<s>/``, or the
+    ``<variant>_seed<s>/`` in which a results folder keeps each run's small files (summary.json,
+    metrics.jsonl, the analyses' json)."""
+    found: dict[int, Path] = {}
+    for folder, prefix in ((root / name, "seed"), (root, f"{name}_seed")):
+        for p in folder.glob(f"{prefix}*") if folder.is_dir() else ():
+            tail = p.name[len(prefix) :]
+            if not (p.is_dir() and tail.isdigit()):
+                continue
+            if int(tail) in found:
+                raise MemgateError(
+                    f"report: seed {tail} of {name} is both {found[int(tail)]} and {p}; keep one of them"
+                )
+            found[int(tail)] = p
+    return sorted(found.items())
 
 
 def _check_run_files(run: Path) -> None:

@@ -38,11 +38,14 @@ def tradeoff_markdown(
         "## Accuracy against compute (hard gate, `memgate tradeoff`)",
         "",
         "Test accuracy (%) with the soft gate, with every sample routed through the extra layers (tau = 0) "
-        "and with none (all skipped); the threshold chosen on validation by `--max-drop` with its test accuracy, "
-        "MACs (% of the full network) and measured speedup over the full network (timings are this machine's).",
+        "and with none (all skipped); the threshold chosen on validation by `--max-drop` (on a fixed half of the "
+        "test split for a run without validation: see the notes) with its test accuracy, MACs (% of the full "
+        "network) and measured speedup over the full network (timings are this machine's).",
         "",
         *table(head, ([name, seed, *_cells(res, sizes)] for name, seed, res in runs)),
     ]
+    notes = [f"- {name} seed {seed}: {text}" for name, seed, res in runs if (text := _notes(res))]
+    lines += ["", *notes] if notes else []
     refs = {b["run"]: b for _, _, res in runs for b in res.get("references", [])}
     if refs:
         lines += [
@@ -55,6 +58,12 @@ def tradeoff_markdown(
         ]
     _plot(runs, list(refs.values()), sizes, out_dir / PNG)
     return [*lines, ""], [PNG]
+
+
+def _notes(res: dict) -> str:
+    """What the table's row cannot show: where tau was chosen if not on validation, the run's note."""
+    chosen_on = (res.get("chosen") or {}).get("chosen_on")
+    return "; ".join(x for x in (f"tau chosen on {chosen_on}" if chosen_on else "", res.get("note") or "") if x)
 
 
 def _batch_sizes(runs: list[tuple[str, int, dict]]) -> list[int]:
