@@ -1,9 +1,12 @@
 """AUROC for the wrong labels through memorisation, from the committed files of results/memorise:
 each run's detection.json (per-epoch AUROC) and metrics.jsonl (share of the wrong labels fitted).
-Writes phases.md beside this file. From the repository root: python results/memorise/phases.py"""
+Writes phases.md and phases.png beside this file. From the repository root:
+python results/memorise/phases.py"""
 
 import json
 from pathlib import Path
+
+from memgate.analysis.figures import save, subplots
 
 HERE = Path(__file__).resolve().parent
 SCORES = ["g_b3", "loss", "neg_aum_to_epoch", "forgetting_to_epoch", "neg_confidence_to_epoch", "variability_to_epoch"]
@@ -28,6 +31,50 @@ def main() -> None:
             lines.append(f"| {run.name} | {name} | {e} | {100 * fitted[e - 1]:.1f}% | " + " | ".join(cells) + " |")
     (HERE / "phases.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot()
+
+
+# per curve: (network, detection.json key, label, colour, line style)
+CURVES = [
+    ("gated", "g_b3", "g (gated)", "tab:blue", "-"),
+    ("gated", "neg_aum_to_epoch", "-AUM so far (gated)", "tab:orange", "-"),
+    ("baseline", "neg_aum_to_epoch", "-AUM so far (ungated)", "tab:orange", "--"),
+    ("baseline", "neg_confidence_to_epoch", "-confidence so far (ungated)", "tab:green", "--"),
+    ("baseline", "loss", "loss this epoch (ungated)", "tab:red", "--"),
+]
+
+
+def plot() -> None:
+    """phases.png: per noise setting, per-epoch AUROC of g and of the plain network's scores (every
+    seed a line), with the share of the wrong labels fitted (grey, right axis)."""
+    runs = sorted(p for p in HERE.iterdir() if (p / "detection.json").exists())
+    settings = sorted({p.name.split("_")[1] for p in runs})
+    fig, axes = subplots(1, len(settings), figsize=(6 * len(settings), 4.5), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        fit_ax = ax.twinx()
+        labelled = set()
+        for run in (p for p in runs if p.name.split("_")[1] == setting):
+            network = run.name.split("_")[0]
+            curves = json.loads((run / "detection.json").read_text())["auroc_per_epoch"]
+            fitted = [json.loads(x)["train_acc_noisy"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+            epochs = range(1, len(fitted) + 1)
+            fit_ax.plot(epochs, [100 * f for f in fitted], color="grey", lw=0.8, ls="-" if network == "gated" else "--")
+            for net, key, label, colour, style in CURVES:
+                if net == network and key in curves:
+                    ax.plot(
+                        epochs,
+                        curves[key],
+                        color=colour,
+                        ls=style,
+                        lw=1.2,
+                        label=label if label not in labelled else "_nolegend_",
+                    )
+                    labelled.add(label)
+        ax.axhline(0.5, color="k", lw=0.5, ls=":")
+        ax.set(xlabel="epoch", ylabel="AUROC for the wrong labels", ylim=(0.0, 1.0), title=setting)
+        fit_ax.set(ylabel="wrong labels fitted (%, grey; dashed: ungated)", ylim=(0, 100))
+        ax.legend(fontsize=7, loc="lower left")
+    save(fig, HERE / "phases.png", "Detection of the wrong labels through memorisation (every committed seed)", 10)
 
 
 if __name__ == "__main__":
