@@ -221,3 +221,48 @@ def test_info_cli_json_and_errors(capsys):
     assert err.startswith("memgate: error: config: model.depth=21") and "\n" not in err
     assert main(["info", "-c", cfg, "gate.g=tanh"]) == 2
     assert "'sigmoid', 'normalized'" in capsys.readouterr().err
+
+
+def test_constant_g_control_blends_with_the_constant_and_leaves_the_gate_head_training_unchanged():
+    """gate.fixed_g: equation (1) with a constant g; the head's logits, g and its gradient step are
+    those of the per-sample gate; the classifier sees the constant blend, so the backbone's step differs."""
+    from memgate.train.recipe import train_step
+
+    torch.manual_seed(0)
+    per_sample = _gated()
+    control = _gated(fixed_g=0.3)
+    control.load_state_dict(per_sample.state_dict())
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    per_sample.eval(), control.eval()
+    with torch.no_grad():
+        h = F.relu(control.stem_bn(control.stem(x)))
+        o1 = control.stages[2].first(control.stages[1](control.stages[0](h)))
+        o2 = control.stages[2].rest(o1)
+        out_p, out_c = per_sample(x), control(x)
+        assert torch.allclose(out_c.logits, control.fc((0.3 * o2 + 0.7 * o1).mean((2, 3))), atol=1e-5)
+        assert torch.equal(out_c.gates[3].g, out_p.gates[3].g) and torch.equal(
+            out_c.gates[3].logits, out_p.gates[3].logits
+        )
+        assert not torch.allclose(out_c.logits, out_p.logits)
+        ends = {v: _gated(fixed_g=v) for v in (0.0, 1.0)}
+        for v, m in ends.items():
+            m.load_state_dict(per_sample.state_dict())
+            assert torch.equal(m.eval()(x).logits, per_sample(x, g_mode="full" if v else "skip").logits)
+    steps = {}
+    for name, m in (("per_sample", per_sample), ("control", control)):
+        backbone, gate = param_groups(m.train())
+        opts = torch.optim.SGD(backbone, lr=0.1), torch.optim.SGD(gate, lr=0.1)
+        train_step(m, x, y, *opts)
+        steps[name] = ([p.detach().clone() for p in gate], [p.detach().clone() for p in backbone])
+    assert all(torch.equal(a, b) for a, b in zip(steps["per_sample"][0], steps["control"][0]))
+    assert not all(torch.equal(a, b) for a, b in zip(steps["per_sample"][1], steps["control"][1]))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(-0.5, r"must be in \[0, 1\]"), (1.5, r"must be in \[0, 1\]"), ("nan", "must be a number")]
+)
+def test_constant_g_outside_unit_interval_is_a_config_error(value, message):
+    from memgate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"gate.fixed_g.* {message}"):
+        load_config(None, ["model.gates=[3]", f"gate.fixed_g={value}"])

@@ -48,6 +48,10 @@ class GateConfig:
     g: Literal["sigmoid", "normalized"] = "sigmoid"  # released code: sigmoid(beta*(H - lnC/2))
     beta: float = 8 / 2.3  # slope of the sigmoid mapping, per nat of entropy
     detach_g: bool = False  # cut the classification loss's path into the backbone through g
+    # The constant-g control (issue 23): in [0, 1], equation (1) blends every sample with this g
+    # (e.g. the gated run's mean g) while the head still trains on its own loss and its g is still
+    # recorded, so the run asks whether the per-sample g matters; -1 = off (the per-sample g).
+    fixed_g: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,8 @@ def validate(cfg: Config) -> None:
     if any(h < 1 for h in g.hidden):
         raise ConfigError(f"config: gate.hidden={list(g.hidden)} must hold positive widths")
     _positive("gate.beta", g.beta)
+    if g.fixed_g != -1.0 and not 0.0 <= g.fixed_g <= 1.0:
+        raise ConfigError(f"config: gate.fixed_g={g.fixed_g} must be in [0, 1] (a constant g) or -1 (off)")
     _positive("data.val_size", d.val_size, allow_zero=True)
     _positive("data.train_subset", d.train_subset, allow_zero=True)
     if not 0.0 <= d.label_noise < 1.0:

@@ -170,7 +170,7 @@ class EntropyGate(nn.Module):
 @dataclass
 class GateOutput:
     logits: Tensor  # the gate classifier's logits, (B, C)
-    g: Tensor  # hardness per sample as used in equation (1), (B,), float32
+    g: Tensor  # hardness per sample as used in equation (1) (under gate.fixed_g: recorded only), (B,), float32
 
 
 @dataclass
@@ -256,7 +256,10 @@ class CifarResNet(nn.Module):
             g = (g >= tau).float()
         elif g_mode in ("skip", "full"):
             g = torch.full_like(g, float(g_mode == "full"))
-        gm = g.to(o1.dtype).view(-1, 1, 1, 1)
+        blend = g
+        if g_mode == "soft" and self.gate_cfg.fixed_g >= 0:  # the constant-g control: the head's g is only recorded
+            blend = torch.full_like(g, self.gate_cfg.fixed_g).detach()
+        gm = blend.to(o1.dtype).view(-1, 1, 1, 1)
         return gm * o2 + (1 - gm) * o1, GateOutput(z, g)
 
     @staticmethod
