@@ -14,9 +14,11 @@ SCORES = ["g_b3", "loss", "neg_aum_to_epoch", "forgetting_to_epoch", "neg_confid
 
 def phases(fitted: list[float]) -> list[tuple[str, int]]:
     """(phase, 1-based epoch): epoch 10 (before), the first epoch with >= 50% and >= 90% of the
-    wrong labels fitted (during), the last epoch (after)."""
-    first = lambda share: next(e for e, f in enumerate(fitted, 1) if f >= share)  # noqa: E731
-    return [("epoch 10", 10), ("50% fitted", first(0.5)), ("90% fitted", first(0.9)), ("end", len(fitted))]
+    wrong labels fitted (during; left out where the run never got there), the last epoch (after)."""
+    during = [
+        (f"{share:.0%} fitted", next((e for e, f in enumerate(fitted, 1) if f >= share), None)) for share in (0.5, 0.9)
+    ]
+    return [("epoch 10", 10), *((name, e) for name, e in during if e is not None), ("end", len(fitted))]
 
 
 def main() -> None:
