@@ -66,19 +66,17 @@ def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[
     meta_file = root / GRID_META
     if grid is not None:
         meta = load_grid(grid).meta()
-    else:
-        meta = _read_meta(meta_file) if meta_file.exists() else None
-    if meta:
-        names = [v["name"] for v in meta["variants"]]
+    elif meta_file.exists():
+        meta = _read_meta(meta_file)
     else:  # each subfolder a variant, or the variant of each <variant>_seed<s>/
-        names = sorted({_FLAT.sub("", p.name) for p in root.iterdir() if p.is_dir()})
-    if meta is None:
+        found = sorted({_FLAT.sub("", p.name) for p in root.iterdir() if p.is_dir()})
         meta = {
             "name": root.name,
             "title": root.name,
-            "baseline": "baseline" if "baseline" in names else None,
-            "variants": [{"name": n, "paper": None} for n in names],
+            "baseline": "baseline" if "baseline" in found else None,
+            "variants": [{"name": n, "paper": None} for n in found],
         }
+    names = [v["name"] for v in meta["variants"]]
     results: dict[str, list[dict]] = {}
     for name in names:
         rows = []
