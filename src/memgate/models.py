@@ -258,7 +258,7 @@ class CifarResNet(nn.Module):
             g = torch.full_like(g, float(g_mode == "full"))
         blend = g
         if g_mode == "soft" and self.gate_cfg.fixed_g >= 0:  # the constant-g control: the head's g is only recorded
-            blend = torch.full_like(g, self.gate_cfg.fixed_g).detach()
+            blend = torch.full_like(g, self.gate_cfg.fixed_g)
         gm = blend.to(o1.dtype).view(-1, 1, 1, 1)
         return gm * o2 + (1 - gm) * o1, GateOutput(z, g)
 

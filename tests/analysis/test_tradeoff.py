@@ -141,9 +141,8 @@ def test_without_a_validation_split_tau_is_chosen_on_one_test_half_and_reported_
     run = tmp_path / "grid" / "o1" / "seed0"
     run_training(tiny(npz, run, "train.epochs=1", "gate.input=first_unit", "data.val_size=0"))
     argv = ["tradeoff", str(run), "--thresholds", "0,0.5,1.01", "--batch-sizes", "8", "--repeats", "1"]
-    assert (
-        main([*argv, "--max-drop", "100", "--note", "timings invalid: busy"]) == 0
-    )  # anything within 100 points: the cheapest tau
+    # anything within 100 points: the cheapest tau
+    assert main([*argv, "--max-drop", "100", "--note", "timings invalid: busy"]) == 0
     res = json.loads((run / "tradeoff.json").read_text())
     chosen, pts = res["chosen"], {p["tau"]: p for p in res["points"]}
     assert chosen["tau"] == 1.01 and "test half A" in chosen["chosen_on"]

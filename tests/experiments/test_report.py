@@ -206,10 +206,29 @@ def test_report_reads_a_results_folder_of_variant_seed_copies(tmp_path, capsys):
     meta, results = collect(flat)
     assert [v["name"] for v in meta["variants"]] == ["base", "base_x"]  # base_x's copies are not base's
     assert [r["seed"] for r in results["base"]] == [0, 1, 2] and len(results["base_x"]) == 2
-
-    assert summarize(*collect(flat)) == summarize(*collect(sweep_layout))
-    assert summarize(*collect(flat))[0]["test_acc_mean"] == pytest.approx(0.52333, abs=1e-5)
+    rows = summarize(meta, results)
+    assert rows == summarize(*collect(sweep_layout)) and rows[0]["test_acc_mean"] == pytest.approx(0.52333, abs=1e-5)
     # one seed in both layouts is ambiguous: a one-line error
     _fake_run(flat, "base", 1, 0.9)
     assert main(["report", str(flat)]) == 2
     assert "seed 1 of base is both" in capsys.readouterr().err
+
+
+def test_report_of_the_committed_memorise_study_reads_its_real_files(tmp_path):
+    """The real results/memorise copies (summary.json, metrics.jsonl, detection.json written by
+    memgate analyze) report whole: one row per committed run, detection from detection.json."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    folder = root / "results" / "memorise"
+    committed = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists())
+    meta, results = collect(folder, root / "experiments" / "memorise.toml")
+    assert sorted(f"{v}_seed{r['seed']}" for v, rs in results.items() for r in rs) == committed
+    text = report(folder, out=tmp_path, grid=root / "experiments" / "memorise.toml").read_text()
+    section = text.split("## Noisy-label detection")[1].split("\n## ")[0]
+    gated = next(line for line in section.splitlines() if line.startswith("| gated_sym20 |"))
+    g_final = [
+        json.loads((folder / f"gated_sym20_seed{s}" / "detection.json").read_text())["scores"]["g_final_b3"]["auroc"]
+        for s in (0, 1)
+    ]
+    assert gated.split(" | ")[2] == f"{sum(g_final) / 2:.3f} ± {abs(g_final[0] - g_final[1]) / 2**0.5:.3f}"
