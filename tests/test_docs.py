@@ -101,6 +101,17 @@ def test_full_scale_numbers_come_from_results_pretrained():
             assert number in quoted or _is_committed(number, found), number
 
 
+def test_memorise_write_up_numbers_come_from_results_memorise():
+    """The numbers of results/memorise's write-up are in its machine-written files (report.md,
+    phases.md with its seed pairs, results.csv, detection.md) or its runs' summary.json."""
+    write_up = (ROOT / "results" / "memorise" / "README.md").read_text()
+    found = _committed_numbers(ROOT / "results" / "memorise", (".md", ".csv"))
+    numbers = re.findall(r"(?<![\w.])-?\d+\.\d+", write_up)
+    assert len(numbers) >= 100
+    for number in numbers:
+        assert _is_committed(number, found), number
+
+
 def test_held_out_section_numbers_come_from_results_holdout():
     """The numbers of "Against a held-out score" are in the few machine-written files they come from:
     results/holdout's report (which also quotes the noise study's in-sample AUROCs) and collect

@@ -1,5 +1,6 @@
 """AUROC for the wrong labels through memorisation, from the committed files of results/memorise:
-each run's detection.json (per-epoch AUROC) and metrics.jsonl (share of the wrong labels fitted).
+each run's detection.json (per-epoch AUROC) and metrics.jsonl (share of the wrong labels fitted),
+and the seed pairs of the grid's comparisons from each run's summary.json and metrics.jsonl.
 Writes phases.md and phases.png beside this file. From the repository root:
 python results/memorise/phases.py"""
 
@@ -31,9 +32,48 @@ def main() -> None:
         for name, e in phases(fitted):
             cells = [f"{curves[k][e - 1]:.3f}" if k in curves else "-" for k in SCORES]
             lines.append(f"| {run.name} | {name} | {e} | {100 * fitted[e - 1]:.1f}% | " + " | ".join(cells) + " |")
+    lines += ["", *seed_pairs()]
     (HERE / "phases.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot()
+
+
+# the grid's comparisons (experiments/memorise.toml's baselines): (reference, compared)
+PAIRS = [
+    ("baseline_sym20", "gated_sym20"),
+    ("baseline_sym40", "gated_sym40"),
+    ("baseline_asym20", "gated_asym20"),
+    ("gated_sym40", "gated_sym40_constg"),
+]
+
+
+def seed_pairs() -> list[str]:
+    """Per seed with both runs committed: final test accuracy of each, the difference, best validation
+    accuracy (epoch) of each, and the compared run's last-epoch gate accuracy and mean g (training)."""
+    lines = ["## Seed pairs (summary.json; gate accuracy and mean g of the last epoch of metrics.jsonl)", ""]
+    lines += [
+        "| reference | compared | seed | test acc ref | test acc cmp | cmp - ref | best val ref (epoch) "
+        "| best val cmp (epoch) | gate acc cmp | mean g cmp |",
+        "|---" * 10 + "|",
+    ]
+    for ref, cmp in PAIRS:
+        for seed in range(3):
+            a, b = (HERE / f"{ref}_seed{seed}", HERE / f"{cmp}_seed{seed}")
+            if not ((a / "summary.json").exists() and (b / "summary.json").exists()):
+                continue
+            sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+            last = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
+            cells = [
+                f"{100 * sa['final_test_acc']:.2f}",
+                f"{100 * sb['final_test_acc']:.2f}",
+                f"{100 * (sb['final_test_acc'] - sa['final_test_acc']):+.2f}",
+                f"{100 * sa['best_val_acc']:.2f} ({sa['best_val_epoch']})",
+                f"{100 * sb['best_val_acc']:.2f} ({sb['best_val_epoch']})",
+                f"{100 * last['gate_acc']:.1f}%",
+                f"{last['g_mean']:.3f}",
+            ]
+            lines.append(f"| {ref} | {cmp} | {seed} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # per curve: (network, detection.json key, label, colour, line style)
