@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
         ("adaptive", 3, 2),
         ("noise_clean", 3, 1),
         ("flat_gate", 2, 1),
+        ("memorise", 7, 3),
+        ("bf16_parity", 2, 2),
+        ("pretrained_r20", 3, 3),
+        ("pretrained_r56", 3, 2),
+        ("pretrained_r56_skip", 2, 1),
     ],
 )
 def test_shipped_grids_expand_and_validate(name, variants, seeds):
