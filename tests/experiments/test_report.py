@@ -1,5 +1,6 @@
 import json
 import math
+import statistics
 
 import pytest
 from scipy import stats
@@ -228,7 +229,8 @@ def test_report_of_the_committed_memorise_study_reads_its_real_files(tmp_path):
     section = text.split("## Noisy-label detection")[1].split("\n## ")[0]
     gated = next(line for line in section.splitlines() if line.startswith("| gated_sym20 |"))
     g_final = [
-        json.loads((folder / f"gated_sym20_seed{s}" / "detection.json").read_text())["scores"]["g_final_b3"]["auroc"]
-        for s in (0, 1)
+        json.loads((run / "detection.json").read_text())["scores"]["g_final_b3"]["auroc"]
+        for run in sorted(folder.glob("gated_sym20_seed*"))
     ]
-    assert gated.split(" | ")[2] == f"{sum(g_final) / 2:.3f} ± {abs(g_final[0] - g_final[1]) / 2**0.5:.3f}"
+    assert len(g_final) >= 2
+    assert gated.split(" | ")[2] == f"{statistics.mean(g_final):.3f} ± {statistics.stdev(g_final):.3f}"
