@@ -29,29 +29,35 @@ def test_configs_referenced_in_readme_exist():
         assert (ROOT / "configs" / name).exists() or (ROOT / "experiments" / name).exists(), name
 
 
-def test_full_scale_table_is_the_committed_summaries():
-    """The README's ResNet-20 table at full scale: each seed's cell is final_test_acc of the committed
-    summary.json of that row ("-": a run not committed yet), and the mean ± std is computed from them
-    (numbers are never typed)."""
+def test_full_scale_tables_are_the_committed_summaries():
+    """The README's ResNet-20 and ResNet-56 tables at full scale: each seed's cell is final_test_acc of
+    the committed summary.json of that row ("-": a run not committed yet), and the mean ± std is
+    computed from them ("-" below two seeds; numbers are never typed)."""
     import json
     import statistics
 
-    head = next(line for line in README.splitlines() if line.startswith("| ResNet-20, test accuracy (%)"))
-    seeds = [int(c.strip()[5:]) for c in head.split("|") if c.strip().startswith("seed ")]
     names = {"a": "ungated", "b": "gate_o2", "c": "gate_o1"}
-    rows = [line for line in README.splitlines() if re.match(r"^\| \([abc]\) ", line)]
-    assert len(seeds) >= 2 and len(rows) == 3
-    for row in rows:
-        cells = [c.strip() for c in row.split("|")[1:-1]]
-        key, accs = cells[0][1], []
-        for seed, cell in zip(seeds, cells[1:]):
-            summary = ROOT / "results" / "pretrained" / "r20" / f"{names[key]}_seed{seed}" / "summary.json"
-            if cell == "-":  # not run yet: then no committed summary may exist either
-                assert not summary.exists(), (key, seed)
-                continue
-            accs.append(100 * json.loads(summary.read_text())["final_test_acc"])
-            assert cell == f"{accs[-1]:.2f}", (key, seed)
-        assert cells[1 + len(seeds)] == f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}", key
+    lines = README.splitlines()
+    heads = [i for i, line in enumerate(lines) if re.match(r"^\| ResNet-(20|56), test accuracy \(%\)", line)]
+    assert len(heads) == 2
+    for i in heads:
+        depth = re.match(r"^\| ResNet-(\d+)", lines[i]).group(1)
+        seeds = [int(c.strip()[5:]) for c in lines[i].split("|") if c.strip().startswith("seed ")]
+        table = lines[i : lines.index("", i)]
+        rows = [line for line in table if re.match(r"^\| \([abc]\) ", line)]
+        assert seeds and len(rows) == 3, depth
+        for row in rows:
+            cells = [c.strip() for c in row.split("|")[1:-1]]
+            key, accs = cells[0][1], []
+            for seed, cell in zip(seeds, cells[1:]):
+                summary = ROOT / "results" / "pretrained" / f"r{depth}" / f"{names[key]}_seed{seed}" / "summary.json"
+                if cell == "-":  # not run yet: then no committed summary may exist either
+                    assert not summary.exists(), (depth, key, seed)
+                    continue
+                accs.append(100 * json.loads(summary.read_text())["final_test_acc"])
+                assert cell == f"{accs[-1]:.2f}", (depth, key, seed)
+            spread = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
+            assert cells[1 + len(seeds)] == spread, (depth, key)
 
 
 def test_full_scale_spearman_sentence_is_the_committed_scores_md():
