@@ -62,9 +62,12 @@ def test_report_statistics_match_hand_computation(tmp_path):
     assert g["ci_low"] == pytest.approx(0.03 - stats.t.ppf(0.975, df) * se)
     assert g["ci_high"] == pytest.approx(0.03 + stats.t.ppf(0.975, df) * se)
     assert g["p_value"] == pytest.approx(2 * stats.t.sf(0.03 / se, df))
+    # same-seed pairs: seeds 0 and 1 only (the baseline's seed 2 has no partner), both above
+    assert (g["pairs"], g["pairs_lower"], g["pairs_higher"]) == (2, 0, 2)
     report(root, out=tmp_path / "rep")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| gated | 2 | 94.00 | 1.41 | 94.00 | +3.00 [" in text
+    assert f"| {g['p_value']:.3f} | 0 / 2 of 2 | 0.350 |" in text
     csv_text = (tmp_path / "rep" / "results.csv").read_text().splitlines()
     assert csv_text[0].startswith("variant,n,seeds,test_acc_mean")
     assert len(csv_text) == 3
@@ -94,6 +97,7 @@ def test_each_variant_is_compared_with_its_own_baseline_when_the_grid_names_one(
     rows = {r["variant"]: r for r in summarize(*collect(root))}
     assert rows["gated_a"]["diff_vs_baseline"] == pytest.approx(0.10) and rows["gated_a"]["baseline"] == "base_a"
     assert rows["gated_b"]["diff_vs_baseline"] == pytest.approx(-0.01) and rows["gated_b"]["baseline"] == "base_b"
+    assert (rows["gated_b"]["pairs_lower"], rows["gated_b"]["pairs_higher"]) == (2, 0)
     assert "diff_vs_baseline" not in rows["base_a"]
     text = report(root, out=tmp_path / "rep").read_text()
     assert "| gated_b | 2 | 81.00 | 1.41 | - | -1.00 [" in text and "] vs base_b |" in text

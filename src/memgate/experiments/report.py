@@ -177,6 +177,7 @@ def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict
                     "ci_low": w["ci_low"],
                     "ci_high": w["ci_high"],
                     "p_value": w["p"],
+                    **_seed_pairs(runs, results[base_name]),
                 }
             )
         paper = v.get("paper")
@@ -199,12 +200,23 @@ CSV_COLUMNS = [
     "ci_low",
     "ci_high",
     "p_value",
+    "pairs",
+    "pairs_lower",
+    "pairs_higher",
     "g_mean",
     "frac_g_above_half",
     "memorised_mean",
     "paper_mean",
     "paper_std",
 ]
+
+
+def _seed_pairs(runs: list[dict], base: list[dict]) -> dict[str, int]:
+    """How many same-seed pairs have the variant below and above its baseline: with 2-3 seeds a
+    claim should hold in every pair (ties count as neither)."""
+    base_acc = {r["seed"]: r["final_test_acc"] for r in base}
+    diffs = [r["final_test_acc"] - base_acc[r["seed"]] for r in runs if r["seed"] in base_acc]
+    return {"pairs": len(diffs), "pairs_lower": sum(d < 0 for d in diffs), "pairs_higher": sum(d > 0 for d in diffs)}
 
 
 def _memorised(runs: list[dict]) -> float | None:
@@ -249,7 +261,8 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], figures: list[st
         "samples with a corrupted label, for that label, in the last epoch (mean over seeds; - without noise).",
         "",
     ]
-    head = ["variant", "n", "test acc", "std", "best val", "diff vs baseline [95% CI]", "p", "mean g", "g > 0.5"]
+    head = ["variant", "n", "test acc", "std", "best val", "diff vs baseline [95% CI]", "p", "seed pairs below / above"]
+    head += ["mean g", "g > 0.5"]
     head.append("wrong labels fitted")
     if has_paper:
         head += ["paper", "paper std"]
@@ -275,6 +288,7 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
         _fmt(r["best_val_acc_mean"]),
         diff,
         _fmt(r.get("p_value"), 3, pct=False),
+        f"{r['pairs_lower']} / {r['pairs_higher']} of {r['pairs']}" if r.get("pairs") else "-",
         _fmt(r["g_mean"], 3, False),
         _fmt(r["frac_g_above_half"], 1),
         _fmt(r.get("memorised_mean"), 1),
