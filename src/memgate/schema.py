@@ -170,7 +170,16 @@ TRADEOFF = {
     "full_network": Each(Field("num", 0)),
     "soft_gate": {"test_acc": SHARE},
     "points": [_POINT],
-    "references?": [{"label": STR, "run": STR, "test_acc": SHARE, "macs": Field("num", 0)}],
+    "references?": [
+        {
+            "label": STR,
+            "run": STR,
+            "test_acc": SHARE,
+            "macs": Field("num", 0),
+            "images_per_s?": Each(Field("num", 0)),  # timed beside the full network (older files: absent)
+            "speedup?": Each(Field("num", 0)),
+        }
+    ],
     "note?": Field("str", null=True),  # e.g. why the timings are invalid ("" when none)
 }
 CHOSEN = {"tau": NUM, "test_acc": SHARE, "macs": Field("num", 0), "chosen_on?": STR}

@@ -91,6 +91,12 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     (ref,) = res["references"]
     o2_summary = json.loads((o2 / "summary.json").read_text())
     assert ref["label"] == "soft gate over B3 reading o2" and ref["test_acc"] == o2_summary["final_test_acc"]
+    # the reference is on the time axes too: timed at each batch size beside the full network
+    assert set(ref["speedup"]) == set(ref["images_per_s"]) == {"1", "64"}
+    assert min(ref["speedup"].values()) > 0 and min(ref["images_per_s"].values()) > 0
+    out = capsys.readouterr().out
+    assert f"reference soft gate over B3 reading o2: {100 * ref['test_acc']:.2f}%" in out
+    assert f"measured {ref['speedup']['1']:.2f}x at batch 1, {ref['speedup']['64']:.2f}x at batch 64" in out
     assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,random_test_acc,val_acc,routed_b2,routed_b3")
     assert "random_test_acc" not in pts[0.0]  # two gates: no random-routing control
     assert (run / "tradeoff.png").stat().st_size > 10_000
@@ -108,6 +114,8 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     row = next(line for line in section.splitlines() if line.startswith("| o1 | 0 |")).split(" | ")
     assert row[3] == f"{100 * pts[0.0]['test_acc']:.2f}" and row[4] == f"{100 * pts[1.01]['test_acc']:.2f}"
     assert row[6] == f"{res['chosen']['tau']:g}"
+    refs = next(line for line in section.splitlines() if line.startswith("References"))
+    assert f"measured {ref['speedup']['1']:.2f}x / {ref['speedup']['64']:.2f}x (batch 1 / 64) ({o2})" in refs
     assert row[9] == f"{pts[res['chosen']['tau']]['speedup']['1']:.2f}"  # the paired, measured speedup
     assert "| o2 |" not in section and "soft gate over B3 reading o2" in section
     assert (tmp_path / "rep" / "tradeoff_all.png").stat().st_size > 10_000

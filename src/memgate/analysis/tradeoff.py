@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ..outputs import claim, record, run_folder
 from ..train import checkpoint as ckpt_io
 from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import CHECKPOINT, CONFIG, TRADEOFF, read_summary
-from .figures import save, subplots
+from .figures import colormap, save, subplots
 
 DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.01)
 
@@ -66,31 +67,63 @@ def _random_control(r: SavedRun, test: tuple[np.ndarray, np.ndarray], rows: list
         row["random_test_acc"] = share * acc["full"] + (1 - share) * acc["skip"]
 
 
-def paired_speedup(
-    net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int, autocast: AbstractContextManager
-) -> dict:
-    """Images/s of real hard routing at ``tau`` and its speedup over the full
-    network (every extra layer for every sample). Routed and full passes alternate, and the speedup is
-    the median of the per-round ratios, so a slow phase of a shared machine hits both sides alike."""
-    n = sum(len(b) for b in batches)
-    cuda = batches[0].device.type == "cuda"
+def paired_rates(a: Callable[[], None], b: Callable[[], None], n: int, repeats: int, cuda: bool) -> dict:
+    """Images/s of ``a`` and of ``b`` (each one pass over the same ``n`` images) and ``b``'s time over
+    ``a``'s. The two alternate and the ratio is the median of the per-round ratios, so a slow phase of
+    a shared machine hits both sides alike."""
 
-    def once(mode: str, t: float) -> float:
+    def once(f: Callable[[], None]) -> float:
         t0 = time.perf_counter()
-        with torch.no_grad(), autocast:
-            for b in batches:
-                net(b, g_mode=mode, tau=t)
+        with torch.no_grad():
+            f()
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    once("hard", tau), once("full", 0.5)  # warm-up
-    rounds = [(once("hard", tau), once("full", 0.5)) for _ in range(repeats)]
+    once(a), once(b)  # warm-up
+    rounds = [(once(a), once(b)) for _ in range(repeats)]
     return {
-        "images_per_s": n / float(np.median([a for a, _ in rounds])),
-        "full_images_per_s": n / float(np.median([b for _, b in rounds])),
-        "speedup": float(np.median([b / a for a, b in rounds])),
+        "images_per_s": n / float(np.median([x for x, _ in rounds])),
+        "full_images_per_s": n / float(np.median([y for _, y in rounds])),
+        "speedup": float(np.median([y / x for x, y in rounds])),
     }
+
+
+def _passes(
+    net: torch.nn.Module, batches: list[torch.Tensor], autocast: AbstractContextManager, mode: str, tau: float = 0.5
+) -> Callable[[], None]:
+    """One timed pass of ``net`` over ``batches`` in g-mode ``mode`` (an ungated network ignores it)."""
+
+    def run() -> None:
+        with autocast:
+            for x in batches:
+                net(x, g_mode=mode, tau=tau)
+
+    return run
+
+
+def paired_speedup(
+    net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int, autocast: AbstractContextManager
+) -> dict:
+    """Images/s of real hard routing at ``tau`` and its speedup over the full network (every extra
+    layer for every sample), the two passes alternating (`paired_rates`)."""
+    routed, full = _passes(net, batches, autocast, "hard", tau), _passes(net, batches, autocast, "full")
+    return paired_rates(routed, full, sum(len(x) for x in batches), repeats, batches[0].device.type == "cuda")
+
+
+def _time_reference(ref: dict, r: SavedRun, x: np.ndarray, batch_sizes: tuple[int, ...], repeats: int) -> None:
+    """Puts a reference network on the time axes: its images/s at each batch size, alternated with the
+    gated run's full network over the same images, and its speedup over that full network (so a
+    static ResNet-20 and the hard gate are timed against the same thing). Adds ``images_per_s`` and
+    ``speedup`` ({batch size: value}) to ``ref``."""
+    other = open_run(ref["run"], device=r.device.type)  # the gated run's device
+    ref["images_per_s"], ref["speedup"] = {}, {}
+    for b in batch_sizes:
+        batches = _timing_batches(other, x, b)
+        mine = _passes(other.net, batches, other.autocast(), "full")
+        full = _passes(r.net, _timing_batches(r, x, b), r.autocast(), "full")
+        t = paired_rates(mine, full, sum(len(v) for v in batches), repeats, r.device.type == "cuda")
+        ref["images_per_s"][b], ref["speedup"][b] = t["images_per_s"], t["speedup"]
 
 
 def _timing_batches(r: SavedRun, x: np.ndarray, batch: int) -> list[torch.Tensor]:
@@ -163,6 +196,8 @@ def tradeoff(
         row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
         row["full_images_per_s"] = {b: t["full_images_per_s"] for b, t in timings.items()}
         rows.append(row)
+    for ref in references:
+        _time_reference(ref, r, test[0], batch_sizes, repeats)
     # the full network's rate: median over every point's paired full passes
     full = {f"images_per_s_b{b}": float(np.median([p["full_images_per_s"][b] for p in rows])) for b in batch_sizes}
     soft = predict(r, test[0], g_mode="soft")
@@ -316,6 +351,12 @@ def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
             f"{100 * c['macs'] / result['macs_full']:.1f}% of the MACs"
             + (f" (chosen on {c['chosen_on']})" if "chosen_on" in c else "")
         )
+    for ref in result["references"]:
+        meas = ", ".join(f"{ref['speedup'][b]:.2f}x at batch {b}" for b in batch_sizes)
+        lines.append(
+            f"  reference {ref['label']}: {100 * ref['test_acc']:.2f}% at {ref['macs'] / 1e6:.2f}M MACs "
+            f"({100 * ref['macs'] / result['macs_full']:.0f}% of the full network's), measured {meas} ({ref['run']})"
+        )
     lines.append(f"  tradeoff.csv, tradeoff.json, tradeoff.png in {out_dir}")
     return "\n".join(lines)
 
@@ -330,13 +371,16 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
         rand = [100 * p["random_test_acc"] for p in pts]
         ax.plot([p["test_macs"] / 1e6 for p in pts], rand, ":", color="grey", label="same share routed at random")
     ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
-    for b, marker in zip(result["references"], "*^vDPXhp<>" * 4):  # one marker each, any number of them
-        ax.plot(b["macs"] / 1e6, 100 * b["test_acc"], marker, ms=10, label=b["label"])
+    refs = list(zip(result["references"], "*^vDPXhp<>" * 4, colormap("tab10").colors[2:] * 4))  # one marker each
+    for ref, marker, colour in refs:
+        ax.plot(ref["macs"] / 1e6, 100 * ref["test_acc"], marker, color=colour, ms=10, label=ref["label"])
     ax.set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     ax.legend(fontsize=8)
     for ax, b in zip(axes[1:], batch_sizes):
         ax.plot([p[f"images_per_s_b{b}"] for p in pts], acc, "o-", label="hard gate (measured)")
         ax.axvline(result["full_network"][f"images_per_s_b{b}"], color="grey", ls="--", label="full network")
+        for ref, marker, colour in refs:  # the same references, timed beside the full network
+            ax.plot(ref["images_per_s"][b], 100 * ref["test_acc"], marker, color=colour, ms=10, label=ref["label"])
         ax.set(xlabel="images / s (measured)", ylabel="test accuracy (%)", title=f"accuracy vs throughput, batch {b}")
         ax.legend(fontsize=8)
     title = f"{'/'.join(Path(result['run']).parts[-2:])}: accuracy against compute and time"

@@ -50,9 +50,9 @@ def tradeoff_markdown(
     if refs:
         lines += [
             "",
-            "References (no skipping): "
+            "References (no skipping; measured: speedup over the full gated network, timed beside it): "
             + "; ".join(
-                f"{b['label']} {100 * b['test_acc']:.2f}% at {b['macs'] / 1e6:.2f}M MACs ({run})"
+                f"{b['label']} {100 * b['test_acc']:.2f}% at {b['macs'] / 1e6:.2f}M MACs{_measured(b, sizes)} ({run})"
                 for run, b in refs.items()
             ),
         ]
@@ -72,7 +72,16 @@ def _batch_sizes(runs: list[tuple[str, int, dict]]) -> list[int]:
 
 
 def _speedup(point: dict, b: int) -> float | None:
+    """A point's (or a reference's) measured speedup over the full network at batch size ``b``."""
     return point.get("speedup", {}).get(str(b))  # JSON keys are strings
+
+
+def _measured(ref: dict, sizes: list[int]) -> str:
+    """ ", measured 2.90x / 3.10x (batch 1 / 256)": a reference's speedup over the full gated network."""
+    xs = [_speedup(ref, b) for b in sizes]
+    if any(x is None for x in xs):
+        return ""
+    return f", measured {' / '.join(f'{x:.2f}x' for x in xs)} (batch {' / '.join(map(str, sizes))})"
 
 
 def _cells(res: dict, sizes: list[int]) -> list[str]:
@@ -112,9 +121,11 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
     for ref in refs:
         label = ref["label"] if ref["label"] not in labelled else "_nolegend_"
         labelled.add(ref["label"])
-        axes[0].plot(
-            ref["macs"] / 1e6, 100 * ref["test_acc"], markers.get(ref["label"], "x"), ms=10, color="k", label=label
-        )
+        marker = markers.get(ref["label"], "x")
+        axes[0].plot(ref["macs"] / 1e6, 100 * ref["test_acc"], marker, ms=10, color="k", label=label)
+        for ax, b in zip(axes[1:], sizes):  # timed beside a gated run's full network (older files: not timed)
+            if (x := _speedup(ref, b)) is not None:
+                ax.plot(x, 100 * ref["test_acc"], marker, ms=10, color="k")
     axes[0].set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     for ax, b in zip(axes[1:], sizes):
         ax.axvline(1.0, color="grey", ls=":")
