@@ -114,13 +114,14 @@ def paired_speedup(
 def _time_reference(ref: dict, r: SavedRun, x: np.ndarray, batch_sizes: tuple[int, ...], repeats: int) -> None:
     """Puts a reference network on the time axes: its images/s at each batch size, alternated with the
     gated run's full network over the same images, and its speedup over that full network (so a
-    static ResNet-20 and the hard gate are timed against the same thing). Adds ``images_per_s`` and
-    ``speedup`` ({batch size: value}) to ``ref``."""
+    static ResNet-20 and the hard gate are timed against the same thing), in the gated run's
+    precision: an imported fp32 network timed in fp32 beside a bf16 one would measure the precision,
+    not the architecture. Adds ``images_per_s`` and ``speedup`` ({batch size: value}) to ``ref``."""
     other = open_run(ref["run"], device=r.device.type)  # the gated run's device
     ref["images_per_s"], ref["speedup"] = {}, {}
     for b in batch_sizes:
         batches = _timing_batches(other, x, b)
-        mine = _passes(other.net, batches, other.autocast(), "full")
+        mine = _passes(other.net, batches, r.autocast(), "full")
         full = _passes(r.net, _timing_batches(r, x, b), r.autocast(), "full")
         t = paired_rates(mine, full, sum(len(v) for v in batches), repeats, r.device.type == "cuda")
         ref["images_per_s"][b], ref["speedup"][b] = t["images_per_s"], t["speedup"]
