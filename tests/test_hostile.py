@@ -408,6 +408,17 @@ def test_eval_on_a_small_other_dataset_needs_no_validation_split(npz, finished, 
     assert main(["eval", str(finished), "--data", str(tmp_path / "small.npz")]) == 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_decoder_worker_whose_parent_died_before_it_started_exits_at_once():
+    """The race of PR_SET_PDEATHSIG: a parent killed between the fork and the worker's prctl sends no
+    signal. The worker initialiser then sees another parent pid and exits instead of decoding."""
+    code = "import os; from memgate.data.images import _die_with_parent as d; d({}); print('decoding')"
+    gone = subprocess.run([sys.executable, "-c", code.format("os.getppid() + 10**7")], capture_output=True, text=True)
+    assert gone.returncode == 1 and "decoding" not in gone.stdout
+    alive = subprocess.run([sys.executable, "-c", code.format("os.getppid()")], capture_output=True, text=True)
+    assert alive.returncode == 0 and alive.stdout.strip() == "decoding"
+
+
 @pytest.mark.slow
 def test_kill_9_of_data_prepare_leaves_no_decoder_processes(tmp_path):
     rng = np.random.default_rng(0)

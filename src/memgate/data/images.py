@@ -20,14 +20,18 @@ from .dataset import IMAGE_SHAPE, Dataset, checked
 from .readers import Reader
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: ask Linux to SIGKILL this process when its parent dies (prctl)."""
+def _die_with_parent(parent: int) -> None:
+    """Worker initialiser: ask Linux to SIGKILL this process when its parent dies (prctl). A parent
+    killed between the fork and this call sends no signal, so a worker whose parent is already gone
+    (reparented: another parent pid) exits here instead."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: workers end when their pipe closes
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _decode_images(blobs: list[bytes], names: list[str]) -> np.ndarray:
@@ -63,7 +67,7 @@ def _parallel_decode(blobs: list[bytes], names: list[str], progress: bool) -> np
                 parts.append(_decode_images(blobs[a:b], names[a:b]))
                 bar.update(b - a)
         else:
-            with ProcessPoolExecutor(workers, initializer=_die_with_parent) as pool:
+            with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 jobs = pool.map(_decode_images, *zip(*[(blobs[a:b], names[a:b]) for a, b in spans]))
                 for (a, b), arr in zip(spans, jobs):
                     parts.append(arr)
