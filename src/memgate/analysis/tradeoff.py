@@ -111,6 +111,17 @@ def paired_speedup(
     return paired_rates(routed, full, sum(len(x) for x in batches), repeats, batches[0].device.type == "cuda")
 
 
+def _timings(r: SavedRun, timed: dict[int, list[torch.Tensor]], tau: float, repeats: int) -> dict:
+    """The measured part of a point: at each batch size, images/s of hard routing at ``tau``, its
+    speedup over the full network and the paired full passes' images/s."""
+    t = {b: paired_speedup(r.net, batches, tau, repeats, r.autocast()) for b, batches in timed.items()}
+    return {
+        **{f"images_per_s_b{b}": v["images_per_s"] for b, v in t.items()},
+        "speedup": {b: v["speedup"] for b, v in t.items()},
+        "full_images_per_s": {b: v["full_images_per_s"] for b, v in t.items()},
+    }
+
+
 def _time_reference(ref: dict, r: SavedRun, x: np.ndarray, batch_sizes: tuple[int, ...], repeats: int) -> None:
     """Puts a reference network on the time axes: its images/s at each batch size, alternated with the
     gated run's full network over the same images, and its speedup over that full network (so a
@@ -192,11 +203,7 @@ def tradeoff(
         for key, data in (("val_acc", val), ("report_acc", report)):
             if data is not None:
                 row[key] = _point(r, *data, tau, total, skip)["acc"]
-        timings = {b: paired_speedup(r.net, timed[b], tau, repeats, r.autocast()) for b in batch_sizes}
-        row.update({f"images_per_s_b{b}": t["images_per_s"] for b, t in timings.items()})
-        row["speedup"] = {b: t["speedup"] for b, t in timings.items()}
-        row["full_images_per_s"] = {b: t["full_images_per_s"] for b, t in timings.items()}
-        rows.append(row)
+        rows.append(row | _timings(r, timed, tau, repeats))
     for ref in references:
         _time_reference(ref, r, test[0], batch_sizes, repeats)
     # the full network's rate: median over every point's paired full passes
