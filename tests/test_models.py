@@ -205,6 +205,20 @@ def test_hard_gate_routes_only_hard_samples_through_extra_layers():
     assert torch.equal(go.g, hard.float())
 
 
+def test_hard_mode_takes_one_threshold_per_stage():
+    """tau={2: -inf, 3: inf}: every sample runs B2's extra layers and none runs B3's (the routes the
+    tradeoff's random-routing control gives whole test sets)."""
+    torch.manual_seed(0)
+    m = _gated(gates=(2, 3), input="first_unit").eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        h = m.stages[0](F.relu(m.stem_bn(m.stem(x))))
+        o1 = m.stages[2].first(m.stages[1].rest(m.stages[1].first(h)))
+        out = m(x, g_mode="hard", tau={2: -math.inf, 3: math.inf})
+    assert torch.equal(out.logits, m.fc(o1.mean((2, 3))))
+    assert torch.equal(out.gates[2].g, torch.ones(5)) and torch.equal(out.gates[3].g, torch.zeros(5))
+
+
 def test_info_cli_json_and_errors(capsys):
     import json
     from pathlib import Path

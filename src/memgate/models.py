@@ -8,6 +8,7 @@ A stage is ``first`` (its first unit, shared by every sample) followed by ``rest
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -220,9 +221,10 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, g_mode: GMode = "soft", tau: float = 0.5) -> ModelOutput:
+    def forward(self, x: Tensor, g_mode: GMode = "soft", tau: float | Mapping[int, float] = 0.5) -> ModelOutput:
         """``g_mode``: soft (eq. 1), hard (g := 1[g >= tau]; without autograd and with a gate reading o1,
-        only the samples with g >= tau run the extra layers), skip (g = 0), full (g = 1)."""
+        only the samples with g >= tau run the extra layers), skip (g = 0), full (g = 1). ``tau`` may
+        be one threshold per gated stage ({stage: tau}; -inf routes every sample, inf none)."""
         x = self.stem(x)
         if self.stem_bn is not None:
             x = F.relu(self.stem_bn(x))
@@ -232,7 +234,8 @@ class CifarResNet(nn.Module):
             if gate is None:
                 x = stage(x)
             else:
-                x, gates[s] = self._gated_stage(stage, gate, x, g_mode, tau)
+                t = tau[s] if isinstance(tau, Mapping) else tau
+                x, gates[s] = self._gated_stage(stage, gate, x, g_mode, t)
         if self.final_bn is not None:
             x = F.relu(self.final_bn(x))
         return ModelOutput(self.fc(x.mean(dim=(2, 3))), gates)

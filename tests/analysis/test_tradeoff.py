@@ -7,7 +7,7 @@ import pytest
 import torch
 from runfactory import tiny
 
-from memgate.analysis.tradeoff import choose_tau, halves_of_test, per_sample_macs
+from memgate.analysis.tradeoff import choose_tau, halves_of_test, per_sample_macs, route_patterns
 from memgate.cli import main
 from memgate.config import GateConfig, ModelConfig
 from memgate.experiments.report import report
@@ -62,6 +62,12 @@ def test_per_sample_macs_match_an_analytic_count():
     assert per_sample_macs(total, skip, routed).tolist() == expected
 
 
+def test_route_patterns_are_the_joint_shares_in_stage_order():
+    routed = {3: np.array([1, 1, 0, 0, 1], bool), 2: np.array([1, 0, 1, 0, 1], bool)}
+    assert route_patterns(routed) == {"00": 0.2, "01": 0.2, "10": 0.2, "11": 0.4}
+    assert route_patterns({3: np.array([0, 0, 1], bool)}) == {"0": 2 / 3, "1": 1 / 3}
+
+
 def test_choose_tau_uses_validation_accuracy_only():
     rows = [
         {"tau": 0.0, "val_acc": 0.80, "test_acc": 0.10, "test_macs": 100},
@@ -98,7 +104,15 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert f"reference soft gate over B3 reading o2: {100 * ref['test_acc']:.2f}%" in out
     assert f"measured {ref['speedup']['1']:.2f}x at batch 1, {ref['speedup']['64']:.2f}x at batch 64" in out
     assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,random_test_acc,val_acc,routed_b2,routed_b3")
-    assert "random_test_acc" not in pts[0.0]  # two gates: no random-routing control
+    # two gates: the random control gives each joint route to the same share of images
+    for p in pts.values():
+        shares = p["test_patterns"]
+        assert sum(shares.values()) == pytest.approx(1) and set(shares) <= {"00", "01", "10", "11"}
+        assert sum(v for k, v in shares.items() if k[0] == "1") == pytest.approx(p["test_routed"]["2"])
+        assert sum(v for k, v in shares.items() if k[1] == "1") == pytest.approx(p["test_routed"]["3"])
+    assert pts[0.0]["test_patterns"] == {"11": 1.0} and pts[1.01]["test_patterns"] == {"00": 1.0}
+    assert pts[0.0]["random_test_acc"] == pytest.approx(pts[0.0]["test_acc"])
+    assert pts[1.01]["random_test_acc"] == pytest.approx(pts[1.01]["test_acc"])
     assert (run / "tradeoff.png").stat().st_size > 10_000
 
     assert main(["tradeoff", str(o2)]) == 2  # an o2 gate: one line, no curve

@@ -36,11 +36,7 @@ DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.
 
 def per_sample_macs(total: int, skippable: dict[int, int], routed: dict[int, np.ndarray]) -> np.ndarray:
     """MACs of each sample: the full network minus the extra layers of every stage it skipped."""
-    n = len(next(iter(routed.values())))
-    macs = np.full(n, float(total))
-    for s, r in routed.items():
-        macs -= skippable[s] * (1.0 - r.astype(np.float64))
-    return macs
+    return float(total) - sum(skippable[s] * (1.0 - r.astype(np.float64)) for s, r in routed.items())
 
 
 def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, skip: dict[int, int]) -> dict:
@@ -49,22 +45,31 @@ def _point(r: SavedRun, x: np.ndarray, y: np.ndarray, tau: float, total: int, sk
     return {
         "acc": float((out.logits.argmax(1).numpy() == y).mean()),
         "routed": {s: float(v.mean()) for s, v in routed.items()},
+        "patterns": route_patterns(routed),
         "macs": float(per_sample_macs(total, skip, routed).mean()),
     }
 
 
+def route_patterns(routed: dict[int, np.ndarray]) -> dict[str, float]:
+    """Share of the samples on each joint route: one digit per gated stage in stage order, 1 where
+    the sample ran that stage's extra layers ("10": B2's, not B3's)."""
+    keys = np.stack([routed[s] for s in sorted(routed)], 1).astype(np.int8)
+    return {"".join(map(str, k)): float(n) / len(keys) for k, n in zip(*np.unique(keys, axis=0, return_counts=True))}
+
+
 def _random_control(r: SavedRun, test: tuple[np.ndarray, np.ndarray], rows: list[dict]) -> None:
-    """Does g pick well? For a single gate, the same network routing the same share of test images
-    chosen at random: in eval mode each image's prediction depends on its own route only, so the
-    expected accuracy is share * acc(all routed) + (1 - share) * acc(none routed), exactly (and its
-    MACs are the same as the gate's at that share). Adds ``random_test_acc`` to every point."""
-    if len(r.cfg.model.gates) != 1:
-        return
+    """Does g pick well? Adds ``random_test_acc`` to every point: each joint route (`route_patterns`)
+    given to the same share of test images chosen at random. In eval mode an image's prediction
+    depends on its own route only, so that is exactly the sum over routes of share x accuracy with
+    every image on the route (one gate: share x acc(all routed) + (1 - share) x acc(none routed))."""
     x, y = test
-    acc = {m: float((predict(r, x, g_mode=m).logits.argmax(1).numpy() == y).mean()) for m in ("full", "skip")}
+    stages = sorted(r.cfg.model.gates)
+    acc = {}
+    for key in {k for row in rows for k in row["test_patterns"]}:
+        taus = {s: -np.inf if bit == "1" else np.inf for s, bit in zip(stages, key)}  # every image / none
+        acc[key] = float((predict(r, x, g_mode="hard", tau=taus).logits.argmax(1).numpy() == y).mean())
     for row in rows:
-        share = next(iter(row["test_routed"].values()))
-        row["random_test_acc"] = share * acc["full"] + (1 - share) * acc["skip"]
+        row["random_test_acc"] = sum(share * acc[k] for k, share in row["test_patterns"].items())
 
 
 def paired_rates(a: Callable[[], None], b: Callable[[], None], n: int, repeats: int, cuda: bool) -> dict:
@@ -312,7 +317,7 @@ def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:
             [
                 r["tau"],
                 r["test_acc"],
-                r.get("random_test_acc", ""),
+                r["random_test_acc"],
                 r.get("val_acc", ""),
                 *[r["test_routed"][s] for s in stages],
                 r["test_macs"],
@@ -344,7 +349,7 @@ def _text(result: dict, batch_sizes: tuple[int, ...], out_dir: Path) -> str:
         meas = "  ".join(f"{r['speedup'][b]:>17.2f}" for b in batch_sizes)
         slower |= {b for b in batch_sizes if r["speedup"][b] < 1 and r["test_macs"] < result["macs_full"]}
         acc, macs = f"{100 * r['test_acc']:7.2f}%", f"{r['test_macs']:>9,.0f}"
-        rand = f"{100 * r['random_test_acc']:5.2f}%" if "random_test_acc" in r else "     - "
+        rand = f"{100 * r['random_test_acc']:5.2f}%"
         lines.append(f"  {r['tau']:<5.2f} {acc}  {rand}  {routed:>{w}s}  {macs}  {ideal:6.2f}  {meas}")
     for b in sorted(slower):
         lines.append(
@@ -375,9 +380,8 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
     acc = [100 * p["test_acc"] for p in pts]
     ax = axes[0]
     ax.plot([p["test_macs"] / 1e6 for p in pts], acc, "o-", label="hard gate, tau swept")
-    if all("random_test_acc" in p for p in pts):
-        rand = [100 * p["random_test_acc"] for p in pts]
-        ax.plot([p["test_macs"] / 1e6 for p in pts], rand, ":", color="grey", label="same share routed at random")
+    rand = [100 * p["random_test_acc"] for p in pts]
+    ax.plot([p["test_macs"] / 1e6 for p in pts], rand, ":", color="grey", label="same share routed at random")
     ax.plot(result["macs_full"] / 1e6, 100 * result["soft_gate"]["test_acc"], "s", label="soft gate (no skipping)")
     refs = list(zip(result["references"], "*^vDPXhp<>" * 4, colormap("tab10").colors[2:] * 4))  # one marker each
     for ref, marker, colour in refs:

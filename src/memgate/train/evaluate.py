@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -166,7 +167,7 @@ class Outputs:
 
 
 @torch.no_grad()
-def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft", tau: float = 0.5) -> Outputs:
+def predict(r: SavedRun, images: np.ndarray, g_mode: str = "soft", tau: float | Mapping[int, float] = 0.5) -> Outputs:
     """The run's model on uint8 NHWC ``images``, normalised as the run was trained (``g_mode`` and
     ``tau`` as in ``CifarResNet.forward``)."""
     net, dev = r.net.eval(), r.device
