@@ -152,3 +152,19 @@ def test_findings_numbers_come_from_the_committed_result_files():
         found = set().union(*(_committed_numbers(ROOT / "results" / f, (".md", ".csv", ".txt")) for f in folders))
         for number in re.findall(r"(?<![\w.])-?\d+\.\d+", row.split("|")[2]):
             assert number in UNCOMMITTED or _is_committed(number, found), (number, row[:60])
+
+
+def test_step_breakdown_paragraph_is_the_committed_benchmark():
+    """The bf16 step's breakdown in "CPU and GPU expectations" is results/step_breakdown_cpu.json's
+    (shares and bounds, ResNet-20 then ResNet-110) and the 3x goal's need is train_speed_cpu.json's."""
+    import json
+
+    para = README[README.index("Where the rest of the bf16 step goes") :].split("\n\n")[0]
+    breakdown = json.loads((ROOT / "results" / "step_breakdown_cpu.json").read_text())
+    bf16 = [d["bf16"] for d in breakdown["depths"].values()]
+    shares = [f"{100 * d['share']['batch_norm_and_relu']:.0f}%" for d in bf16]
+    assert f"take {shares[0]} (ResNet-20) and {shares[1]} (ResNet-110)" in para
+    assert f"{bf16[0]['bound_if_free']:.2f}x / {bf16[1]['bound_if_free']:.2f}x faster" in para
+    speed = json.loads((ROOT / "results" / "train_speed_cpu.json").read_text())["depths"]
+    r110 = next(d for d in speed if d["depth"] == 110)["ratios"]["memgate_gated_bf16_vs_reference_epoch"]
+    assert f"needs its step {3 / r110:.2f}x faster" in para
