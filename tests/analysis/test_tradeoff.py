@@ -130,7 +130,9 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert row[6] == f"{res['chosen']['tau']:g}"
     refs = next(line for line in section.splitlines() if line.startswith("References"))
     assert f"measured {ref['speedup']['1']:.2f}x / {ref['speedup']['64']:.2f}x (batch 1 / 64) ({o2})" in refs
-    assert row[9] == f"{pts[res['chosen']['tau']]['speedup']['1']:.2f}"  # the paired, measured speedup
+    chosen = pts[res["chosen"]["tau"]]  # by g beside the random control, both on the whole test split
+    assert row[9] == f"{100 * chosen['test_acc']:.2f} / {100 * chosen['random_test_acc']:.2f}"
+    assert row[10] == f"{chosen['speedup']['1']:.2f}"  # the paired, measured speedup
     assert "| o2 |" not in section and "soft gate over B3 reading o2" in section
     assert (tmp_path / "rep" / "tradeoff_all.png").stat().st_size > 10_000
     (run / "tradeoff.json").write_text("{not json")

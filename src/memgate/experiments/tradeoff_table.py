@@ -33,14 +33,17 @@ def tradeoff_markdown(
         return [], []
     sizes = _batch_sizes(runs)
     head = ["variant", "seed", "soft gate", "full routing", "all skipped", "MACs skipped at most"]
-    head += ["--max-drop: tau", "test acc", "MACs", *[f"measured x, batch {b}" for b in sizes]]
+    head += ["--max-drop: tau", "test acc", "MACs", "by g / random, same share"]
+    head += [f"measured x, batch {b}" for b in sizes]
     lines = [
         "## Accuracy against compute (hard gate, `memgate tradeoff`)",
         "",
         "Test accuracy (%) with the soft gate, with every sample routed through the extra layers (tau = 0) "
         "and with none (all skipped); the threshold chosen on validation by `--max-drop` (on a fixed half of the "
         "test split for a run without validation: see the notes) with its test accuracy, MACs (% of the full "
-        "network) and measured speedup over the full network (timings are this machine's).",
+        "network), the whole test split's accuracy at that tau beside the random-routing control (the same "
+        "share of images on each route, chosen at random: is it g that picks well?) and measured speedup over "
+        "the full network (timings are this machine's).",
         "",
         *table(head, ([name, seed, *_cells(res, sizes)] for name, seed, res in runs)),
     ]
@@ -48,9 +51,12 @@ def tradeoff_markdown(
     lines += ["", *notes] if notes else []
     refs = {b["run"]: b for _, _, res in runs for b in res.get("references", [])}
     if refs:
+        timed = any(_measured(b, sizes) for b in refs.values())
         lines += [
             "",
-            "References (no skipping; measured: speedup over the full gated network, timed beside it): "
+            "References (no skipping"
+            + ("; measured: speedup over the full gated network, timed beside it" if timed else "")
+            + "): "
             + "; ".join(
                 f"{b['label']} {100 * b['test_acc']:.2f}% at {b['macs'] / 1e6:.2f}M MACs{_measured(b, sizes)} ({run})"
                 for run, b in refs.items()
@@ -92,12 +98,14 @@ def _cells(res: dict, sizes: list[int]) -> list[str]:
     cells += [f"{100 * skip['test_acc']:.2f}", f"{100 * saved:.1f}%"]
     chosen = res.get("chosen")
     if chosen is None:
-        return cells + ["-"] * (3 + len(sizes))
+        return cells + ["-"] * (4 + len(sizes))
     point = next(p for p in pts if p["tau"] == chosen["tau"])
+    random = point.get("random_test_acc")  # absent from files older than the control
     cells += [
         f"{chosen['tau']:g}",
         f"{100 * chosen['test_acc']:.2f}",
         f"{100 * chosen['macs'] / res['macs_full']:.1f}%",
+        f"{100 * point['test_acc']:.2f} / " + (f"{100 * random:.2f}" if random is not None else "-"),
     ]
     return cells + [f"{x:.2f}" if (x := _speedup(point, b)) else "-" for b in sizes]
 
@@ -115,6 +123,9 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
         label = name if name not in labelled else "_nolegend_"  # one entry per variant; seeds differ by line style
         labelled.add(name)
         axes[0].plot([p["test_macs"] / 1e6 for p in pts], acc, label=label, **style)
+        if all(p.get("random_test_acc") is not None for p in pts):  # the control routes the same shares: same MACs
+            random = [100 * p["random_test_acc"] for p in pts]
+            axes[0].plot([p["test_macs"] / 1e6 for p in pts], random, color=style["color"], ls=":", lw=1)
         for ax, b in zip(axes[1:], sizes):
             ax.plot([_speedup(p, b) or float("nan") for p in pts], acc, label=label, **style)
     markers = {label: m for label, m in zip(dict.fromkeys(r["label"] for r in refs), "*^vDPXhp<>" * 4)}
@@ -134,6 +145,7 @@ def _plot(runs: list[tuple[str, int, dict]], refs: list[dict], sizes: list[int],
     save(
         fig,
         png,
-        "hard gate: accuracy against compute and measured time (tau swept; solid: even seeds, dashed: odd)",
+        "hard gate: accuracy against compute and measured time (tau swept; solid: even seeds, dashed: odd; "
+        "dotted: the same shares routed at random)",
         10,
     )
