@@ -168,3 +168,21 @@ def test_step_breakdown_paragraph_is_the_committed_benchmark():
     speed = json.loads((ROOT / "results" / "train_speed_cpu.json").read_text())["depths"]
     r110 = next(d for d in speed if d["depth"] == 110)["ratios"]["memgate_gated_bf16_vs_reference_epoch"]
     assert f"needs its step {3 / r110:.2f}x faster" in para
+
+
+def test_test_errors_md_is_computed_from_the_committed_test_scores():
+    """results/pretrained/test_errors.md holds, for every committed test_scores.npz, the test-split
+    table `memgate scores` computes from it (rerun results/pretrained/test_errors.py after a new one)."""
+    import numpy as np
+
+    from memgate.analysis.export import test_split_table
+
+    text = (ROOT / "results" / "pretrained" / "test_errors.md").read_text()
+    files = sorted((ROOT / "results" / "pretrained").glob("*/*/test_scores.npz"))
+    assert len(files) >= 8 and text.count("## ") == len(files)
+    for f in files:
+        with np.load(f) as d:
+            scores = {k: d[k] for k in d.files}
+        rows = [line for line in test_split_table(scores, 3).splitlines() if line.startswith("| ")]
+        section = text.split(f"## {f.parent.parent.name}/{f.parent.name}: test split")[1].split("\n## ")[0]
+        assert all(row in section.splitlines() for row in rows), f

@@ -1,10 +1,12 @@
 """memgate scores: the final network's per-sample scores in dataset-index order, and what g ranks."""
 
 import numpy as np
+import pytest
 import torch
 from runfactory import tiny
 
 from memgate.analysis.export import per_sample
+from memgate.analysis.metrics import auroc
 from memgate.cli import main
 from memgate.data import find_data, load_dataset
 from memgate.train.run import train as run_training
@@ -32,6 +34,13 @@ def test_scores_export(npz, tmp_path, capsys):
     assert {"g_b3", "loss", "margin", "max_softmax"} <= set(train.files) and train["g_b3"].dtype == np.float16
     md = (tmp_path / "s" / "scores.md").read_text()
     assert "| -AUM |" in md and "| forgetting events |" in md
+    # the test split, never fitted: how well g flags the final network's errors, beside 1 - max softmax
+    wrong = test["margin"].astype(float) < 0
+    assert f"## On the test split ({len(wrong):,d} images, {wrong.sum():,d} misclassified" in md
+    g_row = next(line for line in md.splitlines() if line.startswith("| g (B3) |")).split(" | ")
+    assert g_row[2].rstrip(" |") == f"{auroc(test['g_b3'], wrong):.3f}"
+    conf = next(line for line in md.splitlines() if line.startswith("| 1 - max softmax |")).split(" | ")
+    assert float(conf[2].rstrip(" |")) == pytest.approx(auroc(1 - test["max_softmax"].astype(float), wrong), abs=1e-3)
     assert (tmp_path / "s" / "g_by_class.png").stat().st_size > 10_000
     base = tmp_path / "base"
     run_training(tiny(npz, base, "train.epochs=1", "model.gates=[]", "gate.hidden=[]"))

@@ -5,8 +5,9 @@ The final network, in eval mode and without augmentation, on every training samp
 dataset-index order, with ``indices``, ``labels``, and float16 ``g_b<s>`` (each gate), ``loss`` and
 ``margin`` (for the given label) and ``max_softmax``. ``scores.md``: Spearman of the final g with
 the loss, -AUM and forgetting events of the training passes (signals.npz), over all training
-samples and within each class, which says what g ranks. ``g_by_class.png``: per class, the
-training images with the highest and the lowest g.
+samples and within each class, which says what g ranks; and on the test split, which the network
+never fitted, how well g flags its errors (AUROC) beside its own confidence (1 - max softmax).
+``g_by_class.png``: per class, the training images with the highest and the lowest g.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..train.evaluate import open_run, predict
 from ..train.rundir import SIGNALS, present, read_signals
 from .detection import forgetting_events
 from .figures import image_grid
+from .metrics import auroc
 
 PER_CLASS = 4  # images per class and end (highest, lowest g) in g_by_class.png
 
@@ -67,10 +69,11 @@ def export_scores(run: str | Path, out: str | Path | None = None, force: bool = 
         result[name] = arrays
         lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
     stage = max(r.cfg.model.gates)
+    text = test_split_table(result["test"], stage)
     if present(run_folder(run), SIGNALS):
-        text = _spearman_table(result["train"], read_signals(run_folder(run)), stage, list(r.dataset.classes))
-        write_text(out_dir / "scores.md", text)
-        lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting)")
+        text = _spearman_table(result["train"], read_signals(run_folder(run)), stage, list(r.dataset.classes)) + text
+    write_text(out_dir / "scores.md", text)
+    lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting; the test errors it flags)")
     _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
     lines.append(f"  g_by_class.png, in {out_dir}")
     record(out_dir, run, "scores")
@@ -106,6 +109,21 @@ def _spearman_table(
     head = ["score", "Spearman with g (all samples)", "within class (mean)", "within class (range)"]
     lines = [f"# What g ranks (gate over B{stage}, {len(g):,d} training samples)", ""]
     return "\n".join(lines + table(head, rows) + [""])
+
+
+def test_split_table(test: dict[str, np.ndarray], stage: int) -> str:
+    """On the test split: Spearman of g (and of 1 - max softmax) with the loss, and the AUROC of each
+    for the final network's errors (margin < 0: another class scores above the label)."""
+    loss = test["loss"].astype(np.float64)
+    wrong = test["margin"].astype(np.float64) < 0
+    scores = {f"g (B{stage})": test[f"g_b{stage}"], "1 - max softmax": 1 - test["max_softmax"].astype(np.float64)}
+    rows = [[name, f"{spearmanr(v, loss).statistic:+.3f}", f"{auroc(v, wrong):.3f}"] for name, v in scores.items()]
+    lines = [
+        "",
+        f"## On the test split ({len(loss):,d} images, {int(wrong.sum()):,d} misclassified by the final network)",
+        "",
+    ]
+    return "\n".join(lines + table(["score", "Spearman with the loss", "AUROC for the errors"], rows) + [""])
 
 
 def _grid(train: dict[str, np.ndarray], images: np.ndarray, classes: list[str], stage: int, png: Path) -> None:
