@@ -17,7 +17,7 @@ import json
 
 import torch
 
-from memgate.analysis.tradeoff import paired_speedup
+from memgate.analysis.timing import paired_speedup
 from memgate.config import GateConfig, ModelConfig
 from memgate.models import build_model, macs_per_stage
 from memgate.train.precision import autocast, resolve_precision

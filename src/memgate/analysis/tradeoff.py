@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..atomic import write_json, write_text
 from ..config import load_config
@@ -30,6 +26,7 @@ from ..train import checkpoint as ckpt_io
 from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import CHECKPOINT, CONFIG, TRADEOFF, read_summary
 from .figures import colormap, save, subplots
+from .timing import time_reference, timing_batches, timings
 
 DEFAULT_TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.01)
 
@@ -70,86 +67,6 @@ def _random_control(r: SavedRun, test: tuple[np.ndarray, np.ndarray], rows: list
         acc[key] = float((predict(r, x, g_mode="hard", tau=taus).logits.argmax(1).numpy() == y).mean())
     for row in rows:
         row["random_test_acc"] = sum(share * acc[k] for k, share in row["test_patterns"].items())
-
-
-def paired_rates(a: Callable[[], None], b: Callable[[], None], n: int, repeats: int, cuda: bool) -> dict:
-    """Images/s of ``a`` and of ``b`` (each one pass over the same ``n`` images) and ``b``'s time over
-    ``a``'s. The two alternate and the ratio is the median of the per-round ratios, so a slow phase of
-    a shared machine hits both sides alike."""
-
-    def once(f: Callable[[], None]) -> float:
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            f()
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    once(a), once(b)  # warm-up
-    rounds = [(once(a), once(b)) for _ in range(repeats)]
-    return {
-        "images_per_s": n / float(np.median([x for x, _ in rounds])),
-        "full_images_per_s": n / float(np.median([y for _, y in rounds])),
-        "speedup": float(np.median([y / x for x, y in rounds])),
-    }
-
-
-def _passes(
-    net: torch.nn.Module, batches: list[torch.Tensor], autocast: AbstractContextManager, mode: str, tau: float = 0.5
-) -> Callable[[], None]:
-    """One timed pass of ``net`` over ``batches`` in g-mode ``mode`` (an ungated network ignores it)."""
-
-    def run() -> None:
-        with autocast:
-            for x in batches:
-                net(x, g_mode=mode, tau=tau)
-
-    return run
-
-
-def paired_speedup(
-    net: torch.nn.Module, batches: list[torch.Tensor], tau: float, repeats: int, autocast: AbstractContextManager
-) -> dict:
-    """Images/s of real hard routing at ``tau`` and its speedup over the full network (every extra
-    layer for every sample), the two passes alternating (`paired_rates`)."""
-    routed, full = _passes(net, batches, autocast, "hard", tau), _passes(net, batches, autocast, "full")
-    return paired_rates(routed, full, sum(len(x) for x in batches), repeats, batches[0].device.type == "cuda")
-
-
-def _timings(r: SavedRun, timed: dict[int, list[torch.Tensor]], tau: float, repeats: int) -> dict:
-    """The measured part of a point: at each batch size, images/s of hard routing at ``tau``, its
-    speedup over the full network and the paired full passes' images/s."""
-    t = {b: paired_speedup(r.net, batches, tau, repeats, r.autocast()) for b, batches in timed.items()}
-    return {
-        **{f"images_per_s_b{b}": v["images_per_s"] for b, v in t.items()},
-        "speedup": {b: v["speedup"] for b, v in t.items()},
-        "full_images_per_s": {b: v["full_images_per_s"] for b, v in t.items()},
-    }
-
-
-def _time_reference(ref: dict, r: SavedRun, x: np.ndarray, batch_sizes: tuple[int, ...], repeats: int) -> None:
-    """Puts a reference network on the time axes: its images/s at each batch size, alternated with the
-    gated run's full network over the same images, and its speedup over that full network (so a
-    static ResNet-20 and the hard gate are timed against the same thing), in the gated run's
-    precision: an imported fp32 network timed in fp32 beside a bf16 one would measure the precision,
-    not the architecture. Adds ``images_per_s`` and ``speedup`` ({batch size: value}) to ``ref``."""
-    other = open_run(ref["run"], device=r.device.type)  # the gated run's device
-    ref["images_per_s"], ref["speedup"] = {}, {}
-    for b in batch_sizes:
-        batches = _timing_batches(other, x, b)
-        mine = _passes(other.net, batches, r.autocast(), "full")
-        full = _passes(r.net, _timing_batches(r, x, b), r.autocast(), "full")
-        t = paired_rates(mine, full, sum(len(v) for v in batches), repeats, r.device.type == "cuda")
-        ref["images_per_s"][b], ref["speedup"][b] = t["images_per_s"], t["speedup"]
-
-
-def _timing_batches(r: SavedRun, x: np.ndarray, batch: int) -> list[torch.Tensor]:
-    """The timed images (128 at batch 1, four batches otherwise), normalised on the run's device."""
-    from ..data.loader import normalize
-
-    n = min(len(x), 128 if batch == 1 else 4 * batch)
-    xs = normalize(torch.from_numpy(np.ascontiguousarray(x[:n])).to(r.device), r.data.mean, r.data.std)
-    return list(xs.split(batch))
 
 
 def _check_flags(taus: tuple[float, ...], max_drop: float | None, repeats: int) -> None:
@@ -201,16 +118,16 @@ def tradeoff(
     total, skip = macs_per_stage(r.net)
     test = (r.dataset.x_test, r.dataset.y_test)
     val, report = _choice_sets(r, test, max_drop)
-    timed = {b: _timing_batches(r, test[0], b) for b in batch_sizes}
+    timed = {b: timing_batches(r, test[0], b) for b in batch_sizes}
     rows = []
     for tau in taus:
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
         for key, data in (("val_acc", val), ("report_acc", report)):
             if data is not None:
                 row[key] = _point(r, *data, tau, total, skip)["acc"]
-        rows.append(row | _timings(r, timed, tau, repeats))
+        rows.append(row | timings(r, timed, tau, repeats))
     for ref in references:
-        _time_reference(ref, r, test[0], batch_sizes, repeats)
+        time_reference(ref, r, test[0], batch_sizes, repeats)
     # the full network's rate: median over every point's paired full passes
     full = {f"images_per_s_b{b}": float(np.median([p["full_images_per_s"][b] for p in rows])) for b in batch_sizes}
     soft = predict(r, test[0], g_mode="soft")
