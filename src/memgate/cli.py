@@ -177,8 +177,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         shard=args.shard,
         dry_run=args.dry_run,
+        status=args.status,
         runs_root=args.runs,
         seeds=seeds,
+        variants=tuple(v for v in args.variants.split(",") if v) if args.variants else None,
     )
 
 
@@ -327,7 +329,11 @@ def _add_experiment_commands(sub) -> None:
     sp.add_argument("--jobs", type=count(1), default=1, help="runs at once on this machine")
     sp.add_argument("--shard", default=None, help="I/N: take the I-th of N deterministic shards (1-based)")
     sp.add_argument("--dry-run", action="store_true", help="list the runs and their overrides")
+    sp.add_argument(
+        "--status", action="store_true", help="where each run stands (done, running, stopped, failed) and the time left"
+    )
     sp.add_argument("--seeds", default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4")
+    sp.add_argument("--variants", default=None, help="comma-separated variants to run (default: all), e.g. baseline")
     sp.add_argument("--runs", default="runs", help="root directory of grid outputs")
     sp.set_defaults(func=cmd_sweep)
 

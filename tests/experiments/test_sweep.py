@@ -40,6 +40,10 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     assert ckpt_io.load(runs / "grid" / "gated" / "seed0")["config"]["train"]["init"] == str(
         runs / "grid" / "baseline" / "seed0"
     )
+    assert main(["sweep", str(tiny_grid / "grid.toml"), "--status", "--runs", str(runs)]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert status[4].split(None, 1)[1].startswith("failed at epoch 0/1: run: ") and "another config" in status[4]
+    assert status[5].strip() == "3 done, 1 failed"
     report(runs / "grid")
     text = (runs / "grid" / "report.md").read_text()
     assert "| baseline | 2 |" in text and "| gated | 1 |" in text
@@ -64,3 +68,64 @@ def test_output_piped_into_head_ends_quietly(tiny_grid, tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait() == 0 and first.startswith(b"grid: 800 runs") and err == ""
+
+
+def _status_lines(capsys, grid, runs, *extra):
+    assert main(["sweep", str(grid), "--status", "--runs", str(runs), *extra]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_status_of_a_grid_never_run_says_not_started(tiny_grid, tmp_path, capsys):
+    lines = _status_lines(capsys, tiny_grid / "grid.toml", tmp_path / "nowhere")
+    assert lines[0] == "grid: 4 runs"
+    assert [ln.split()[0] for ln in lines[1:5]] == ["baseline/seed0", "gated/seed0", "baseline/seed1", "gated/seed1"]
+    assert all(ln.endswith("not started") for ln in lines[1:5])
+    assert lines[5].strip() == "4 not started"
+    assert "remaining time unknown: 4 run(s)" in lines[6]
+    assert not (tmp_path / "nowhere").exists()  # --status writes nothing
+
+
+def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys):
+    import json
+    import os
+    import shutil
+
+    runs = tmp_path / "runs"
+    assert sweep(tiny_grid / "grid.toml", runs_root=runs, seeds=(0,), variants=("baseline",)) == 0
+    capsys.readouterr()
+    root = runs / "grid"
+    done = root / "baseline" / "seed0"
+    rows = [json.loads(x) for x in (done / "metrics.jsonl").read_text().splitlines()]
+    rate = rows[0]["epoch_time_s"] + rows[0]["eval_time_s"]
+    # gated/seed0: stopped after epoch 1 of 3 (a killed run: no summary, no lock, the sweep wrote no exit status)
+    stopped = root / "gated" / "seed0"
+    shutil.copytree(done, stopped)
+    (stopped / "summary.json").unlink()
+    (stopped / "config.toml").write_text((done / "config.toml").read_text().replace("epochs = 1", "epochs = 3"))
+    # baseline/seed1: the same, but its process still holds the lock
+    running = root / "baseline" / "seed1"
+    shutil.copytree(stopped, running)
+    (running / ".lock").write_text(str(os.getpid()))
+    # gated/seed1: the sweep recorded a failure
+    failed = root / "gated" / "seed1"
+    failed.mkdir(parents=True)
+    (failed / "train.log").write_text(
+        "$ memgate train ...\nloading data ...\nrun: disk full (StorageError)\nmemgate sweep: exit status 2\n"
+    )
+    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, "--jobs", "2")
+    acc = 100 * rows[0]["test_acc"]
+    assert lines[1].split(None, 1)[1] == f"done, test {acc:.2f}% (1 epochs, {rate:.0f} s/epoch)"
+    assert lines[2].split(None, 1)[1] == f"stopped at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
+    assert lines[3].split(None, 1)[1] == f"running at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
+    assert lines[4].split(None, 1)[1] == "failed at epoch 0/1: run: disk full (StorageError)"
+    assert lines[5].strip() == "1 done, 1 running, 1 stopped, 1 failed"
+    # 2 + 2 epochs left at the runs' own rate, the failed run's 1 epoch at its variant's (none) -> the grid's
+    left = (4 * rate + rate) / 3600
+    assert (
+        lines[6].strip()
+        == f"remaining: {left:.1f} h of training at the measured rates, about {left / 2:.1f} h with 2 runs at once"
+    )
+    # A failed run started again by the sweep counts as stopped until it records a new exit status.
+    with open(failed / "train.log", "a") as f:
+        f.write("$ memgate train ...\n")
+    assert _status_lines(capsys, tiny_grid / "grid.toml", runs)[4].split(None, 1)[1] == "stopped at epoch 0/1"

@@ -4,7 +4,10 @@ A grid file (TOML) names a base config, overrides for every run, a list of seeds
 variants (each a list of ``KEY=VALUE`` overrides, optionally ``init_from`` another variant of the
 same seed, optionally the paper's reported ``paper = [mean, std]``, optionally its own ``baseline``
 variant for the report's comparison, e.g. gated vs ungated at the same noise level, optionally a
-``seed_offset`` added to the seed its runs train with; their folders keep the grid's seed).
+``seed_offset`` added to the seed its runs train with; their folders keep the grid's seed),
+optionally its own ``seeds``, a subset of the grid's (e.g. a costly variant at fewer seeds).
+Runs are ordered seed by seed, so the variants of one seed finish together (an interim answer
+has same-seed pairs); a run's baseline-initialisation source always comes before it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..errors import ConfigError
 GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
 
 
-VARIANT_KEYS = {"name", "overrides", "init_from", "paper", "baseline", "seed_offset"}
+VARIANT_KEYS = {"name", "overrides", "init_from", "paper", "baseline", "seed_offset", "seeds"}
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,26 @@ class Grid:
                     "init_from": v.get("init_from"),
                     "paper": v.get("paper"),
                     "baseline": v.get("baseline"),
+                    "seeds": list(self.variant_seeds(v)),
                 }
                 for v in self.variants
             ],
         }
 
+    def variant_seeds(self, v: dict[str, Any]) -> tuple[int, ...]:
+        """The grid's seeds that this variant runs (its own ``seeds`` key narrows them)."""
+        own = v.get("seeds")
+        return self.seeds if own is None else tuple(s for s in self.seeds if s in own)
+
     def runs(self, root: str | Path = "runs", extra: tuple[str, ...] = ()) -> list[Run]:
-        """Every variant x seed, dependencies before their dependents."""
+        """Every variant x seed, seed by seed, dependencies before their dependents."""
         base = Path(root) / self.name
         runs = []
-        for v in _dependency_order(self.variants):
-            for s in self.seeds:
+        ordered = _dependency_order(self.variants)
+        for s in self.seeds:
+            for v in ordered:
+                if s not in self.variant_seeds(v):
+                    continue
                 out = base / v["name"] / f"seed{s}"
                 dep = base / v["init_from"] / f"seed{s}" if v.get("init_from") else None
                 seed = s + v.get("seed_offset", 0)  # e.g. holdout models: one init seed per model
@@ -135,7 +147,24 @@ def load_grid(path: str | Path) -> Grid:
         source=path,
     )
     _dependency_order(grid.variants)
+    _check_variant_seeds(grid, path)
     return grid
+
+
+def _check_variant_seeds(grid: Grid, path: Path) -> None:
+    by_name = {v["name"]: v for v in grid.variants}
+    for v in grid.variants:
+        own = v.get("seeds")
+        if own is not None and not set(own) <= set(grid.seeds):
+            raise ConfigError(
+                f"grid: variant {v['name']}: seeds {own} must be among the grid's seeds {list(grid.seeds)}"
+            )
+        src = v.get("init_from")
+        missing = set(grid.variant_seeds(v)) - set(grid.variant_seeds(by_name[src])) if src else set()
+        if missing:
+            raise ConfigError(
+                f"grid: variant {v['name']} starts from {src}, which has no run of seed(s) {sorted(missing)} in {path}"
+            )
 
 
 def _check_types(raw: dict[str, Any], path: Path) -> None:
@@ -174,6 +203,9 @@ def _checked_variant(v: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ConfigError(f"grid: variant {v['name']}: paper must be [mean, std] in percent, e.g. paper = [93.5, 0.2]")
     if "seed_offset" in v and not _is_seed(v["seed_offset"]):
         raise ConfigError(f"grid: variant {v['name']}: seed_offset must be an integer >= 0")
+    own = v.get("seeds")
+    if own is not None and (not isinstance(own, list) or not own or not all(_is_seed(s) for s in own)):
+        raise ConfigError(f"grid: variant {v['name']}: seeds must be a list of integers >= 0, e.g. seeds = [0, 1, 2]")
     return v
 
 

@@ -18,11 +18,12 @@ from ..atomic import write_json
 from ..errors import ConfigError, StorageError
 from ..train.rundir import CHECKPOINT, is_finished, read_summary
 from .grid import Grid, Run, load_grid, parse_shard, shard_runs, validate_runs
+from .status import EXIT_MARK, LOG, last_error, status_report
 
 GRID_META = "grid.json"
 
 
-def run_status(run: Run) -> str:
+def _stage(run: Run) -> str:
     if is_finished(run.out):
         return "done"
     if (run.out / CHECKPOINT).exists():
@@ -44,26 +45,44 @@ def sweep(
     jobs: int = 1,
     shard: str | None = None,
     dry_run: bool = False,
+    status: bool = False,
     runs_root: str | Path = "runs",
     seeds: tuple[int, ...] | None = None,
+    variants: tuple[str, ...] | None = None,
 ) -> int:
-    """Run (or resume, or skip) every run of a grid; 0 when all finished, 1 when any failed."""
+    """Run (or resume, or skip) every run of a grid; 0 when all finished, 1 when any failed.
+
+    ``seeds`` replaces the grid's seeds; ``variants`` keeps only those variants' runs (their
+    baseline-initialisation sources must then be finished already or be among them).
+    """
     grid = load_grid(grid_path)
     if seeds:
         grid = dataclasses.replace(grid, seeds=tuple(seeds))
     runs = grid.runs(runs_root, tuple(overrides))
+    if variants:
+        known = [v["name"] for v in grid.variants]
+        unknown = [v for v in variants if v not in known]
+        if unknown:
+            raise ConfigError(
+                f"sweep: --variants {','.join(unknown)}: no such variant in {grid_path} ({', '.join(known)})"
+            )
+        runs = [r for r in runs if r.variant in variants]
     validate_runs(grid, runs)
     index, count = parse_shard(shard)
     mine = shard_runs(runs, index, count)
     if jobs < 1:
         raise ConfigError(f"sweep: --jobs {jobs} must be at least 1")
-    header = f"{grid.name}: {len(runs)} runs ({len(grid.variants)} variants x {len(grid.seeds)} seeds)"
+    if status:
+        print(status_report(grid, mine, jobs))
+        return 0
+    n_variants, n_seeds = len({r.variant for r in runs}), len({r.seed for r in runs})
+    header = f"{grid.name}: {len(runs)} runs ({n_variants} variants, {n_seeds} seeds)"
     if count > 1:
         header += f", shard {index}/{count}: {len(mine)} runs"
     print(header)
     if dry_run:
         for r in mine:
-            print(f"  [{run_status(r):>7s}] {r.name:<40s} memgate train -c {grid.config} {' '.join(r.overrides)}")
+            print(f"  [{_stage(r):>7s}] {r.name:<40s} memgate train -c {grid.config} {' '.join(r.overrides)}")
         return 0
     _write_grid_meta(grid, Path(runs_root) / grid.name)
     return _execute(grid, mine, jobs)
@@ -92,15 +111,16 @@ def _launch(grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
     run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable before any launch
     cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
     t = time.perf_counter()
-    with open(run.out / "train.log", "a") as log:
+    with open(run.out / LOG, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_for(slot, jobs))
+        log.write(f"{EXIT_MARK}{rc}\n")
     return rc, time.perf_counter() - t
 
 
 def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
-    pending = [r for r in runs if run_status(r) != "done"]  # already in dependency order
+    pending = [r for r in runs if _stage(r) != "done"]  # already in dependency order
     if len(runs) > len(pending):
         print(f"  {len(runs) - len(pending)} run(s) already finished, skipped")
     failed: dict[Path, str] = {}
@@ -127,7 +147,7 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
                     pending.remove(r)
                     slot = free_slots.pop(0)
                     started += 1
-                    print(f"  [{started}/{total}] start {r.name} ({run_status(r)})", flush=True)
+                    print(f"  [{started}/{total}] start {r.name} ({_stage(r)})", flush=True)
                     running[pool.submit(_launch, grid, r, slot, jobs)] = (r, slot)
             if not running:
                 continue
@@ -140,7 +160,7 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
                     acc = read_summary(r.out)["final_test_acc"]
                     print(f"  done {r.name} in {secs:.0f}s: test {100 * acc:.2f}%", flush=True)
                 else:
-                    fail(r, f"exit status {rc}: {_last_error(r.out / 'train.log')} (log: {r.out / 'train.log'})")
+                    fail(r, f"exit status {rc}: {_last_error(r.out / LOG)} (log: {r.out / LOG})")
     ok = sum(1 for r in runs if is_finished(r.out))
     print(f"{grid.name}: {ok}/{len(runs)} runs finished" + (f", {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
@@ -148,5 +168,4 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
 
 def _last_error(log: Path) -> str:
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["(no output)"])[-1].strip()
+    return last_error([ln for ln in lines if not ln.startswith(EXIT_MARK)])

@@ -157,7 +157,7 @@ def lock(out: Path) -> Iterator[None]:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            holder = _lock_holder(path)
+            holder = lock_holder(path)
             if holder is not None:
                 raise RunError(
                     f"run: {out} is in use by memgate process {holder}; wait for it to finish or choose another out="
@@ -175,7 +175,7 @@ def lock(out: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _lock_holder(path: Path) -> int | None:
+def lock_holder(path: Path) -> int | None:
     """The pid holding a lock file if that process is alive, else None."""
     try:
         pid = int(path.read_text().strip() or "0")

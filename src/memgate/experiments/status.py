@@ -1,0 +1,147 @@
+"""`memgate sweep GRID --status`: where each run of a long grid stands, and how long the rest will take.
+
+Reads only what runs write anyway (summary.json, metrics.jsonl, the lock, config.toml, the sweep's
+train.log), so it is safe to call while the sweep trains, and a grid whose folders do not exist
+yet is simply "not started".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import load_config
+from ..errors import MemgateError
+from ..train.rundir import CONFIG, LOCK, lock_holder, read_metrics, read_summary
+from .grid import Grid, Run
+
+LOG = "train.log"  # what the sweep writes for each run: the command, its output, its exit status
+EXIT_MARK = "memgate sweep: exit status "
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run: Run
+    state: str  # "done", "running", "stopped", "failed", "not started"
+    epoch: int  # epochs finished
+    epochs: int  # epochs of the whole run
+    test_acc: float | None  # final (done) or last evaluated
+    s_per_epoch: float | None  # measured: training + evaluation seconds per epoch
+    detail: str = ""  # why it failed, or why it cannot be read
+
+
+def _total_epochs(grid: Grid, run: Run) -> int:
+    """The run's epoch count: its own config.toml where it has one, else its config resolved from the grid."""
+    overrides = [o for o in run.overrides if not o.startswith("train.init=")]  # the source may not exist yet
+    try:
+        if (run.out / CONFIG).is_file():
+            return load_config(run.out / CONFIG).train.epochs
+    except MemgateError:
+        pass
+    return load_config(grid.config, overrides).train.epochs
+
+
+def last_error(lines: list[str]) -> str:
+    """The line of a log most likely to say why a run failed: the last that mentions an error."""
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["(no output)"])[-1].strip()
+
+
+def _last_exit(log: Path) -> tuple[int | None, str]:
+    """The exit status the sweep recorded for the run's last attempt (None: none recorded, or that
+    attempt is still going) and the attempt's last error line."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None, ""
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("$ ")]
+    attempt = lines[starts[-1] :] if starts else lines
+    if not attempt or not attempt[-1].startswith(EXIT_MARK):
+        return None, ""
+    try:
+        rc = int(attempt[-1][len(EXIT_MARK) :].split()[0])
+    except (ValueError, IndexError):
+        return None, ""
+    return rc, last_error(attempt[1:-1])
+
+
+def describe_run(grid: Grid, run: Run) -> RunStatus:
+    epochs = _total_epochs(grid, run)
+    if not run.out.is_dir():
+        return RunStatus(run, "not started", 0, epochs, None, None)
+    try:
+        summary = read_summary(run.out)
+        rows = read_metrics(run.out)
+    except MemgateError as e:
+        return RunStatus(run, "failed", 0, epochs, None, None, str(e))
+    if summary is not None:
+        secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
+        return RunStatus(
+            run, "done", len(rows), epochs, summary["final_test_acc"], sum(secs) / len(secs) if secs else None
+        )
+    tested = [r["test_acc"] for r in rows if r["test_acc"] is not None]
+    secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
+    rate = sum(secs) / len(secs) if secs else None
+    last = tested[-1] if tested else None
+    if lock_holder(run.out / LOCK) is not None:
+        return RunStatus(run, "running", len(rows), epochs, last, rate)
+    rc, why = _last_exit(run.out / LOG)
+    if rc not in (None, 0):
+        return RunStatus(run, "failed", len(rows), epochs, last, rate, why)
+    if not rows and not (run.out / LOG).exists():
+        return RunStatus(run, "not started", 0, epochs, None, None)
+    return RunStatus(run, "stopped", len(rows), epochs, last, rate)
+
+
+def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
+    """Seconds per epoch for a run's remaining epochs: its own, else its variant's, else the grid's."""
+    if s.s_per_epoch is not None:
+        return s.s_per_epoch
+    for pool in ([m for m in measured if m.run.variant == s.run.variant], measured):
+        rates = [m.s_per_epoch for m in pool if m.s_per_epoch is not None]
+        if rates:
+            return sum(rates) / len(rates)
+    return None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+def _line(s: RunStatus) -> str:
+    acc = f"test {100 * s.test_acc:.2f}%" if s.test_acc is not None else ""
+    rate = f"{s.s_per_epoch:.0f} s/epoch" if s.s_per_epoch is not None else ""
+    if s.state == "done":
+        text = f"done, {acc}" + (f" ({s.epoch} epochs, {rate})" if rate else "")
+    elif s.state in ("running", "stopped"):
+        text = f"{s.state} at epoch {s.epoch}/{s.epochs}" + "".join(f", {x}" for x in (acc, rate) if x)
+    elif s.state == "failed":
+        text = f"failed at epoch {s.epoch}/{s.epochs}: {s.detail}"
+    else:
+        text = "not started"
+    return f"  {s.run.name:<40s} {text}"
+
+
+def status_report(grid: Grid, runs: list[Run], jobs: int = 1) -> str:
+    """One line per run, a count per state, and the remaining run time at the measured rates."""
+    states = [describe_run(grid, r) for r in runs]
+    lines = [f"{grid.name}: {len(runs)} runs"]
+    lines += [_line(s) for s in states]
+    counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "stopped", "failed", "not started")}
+    lines.append("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    measured = [s for s in states if s.s_per_epoch is not None]
+    todo = [s for s in states if s.state != "done"]
+    if not todo:
+        lines.append("  nothing left to run")
+        return "\n".join(lines)
+    rates = [(s, _rate_for(s, measured)) for s in todo]
+    unknown = [s for s, r in rates if r is None]
+    if unknown:
+        lines.append(f"  remaining time unknown: {len(unknown)} run(s) have no measured rate yet (no epoch finished)")
+        return "\n".join(lines)
+    left = sum((s.epochs - s.epoch) * r for s, r in rates)
+    text = f"  remaining: {_hours(left)} of training at the measured rates"
+    if jobs > 1:
+        text += f", about {_hours(left / jobs)} with {jobs} runs at once"
+    lines.append(text)
+    return "\n".join(lines)
