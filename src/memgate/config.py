@@ -91,6 +91,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     eval_every: int = 1  # evaluate val/test every N epochs (and always after the last one)
     checkpoint_every_s: float = 600.0  # extra mid-epoch checkpoints for long epochs; 0 = epoch ends
+    # keep the network's weights every N epochs in snapshots/ (scores averaged over training, e.g.
+    # input-loss curvature); 0 = none. Changes no result, so a run in progress may turn it on.
+    snapshot_every: int = 0
     # none: train everything; backbone: train the gate heads only (backbone weights fixed, BN
     # statistics still updated); backbone_bn: also keep the backbone's BN statistics fixed
     freeze: Literal["none", "backbone", "backbone_bn"] = "none"
@@ -334,6 +337,7 @@ def validate(cfg: Config) -> None:
     _positive("train.gate_iters", t.gate_iters)
     _positive("train.checkpoint_every_s", t.checkpoint_every_s, allow_zero=True)
     _positive("train.eval_every", t.eval_every)
+    _positive("train.snapshot_every", t.snapshot_every, allow_zero=True)
     _positive("gate_optim.lr", go.lr)
     _positive("gate_optim.momentum", go.momentum, allow_zero=True)
     _positive("gate_optim.weight_decay", go.weight_decay, allow_zero=True)

@@ -223,6 +223,7 @@ def check_tradeoff(result: Any) -> None:
 # gates.npz / signals.npz (train/loop.py): the split fields say which sample each column is
 SPLIT_FIELDS = ("indices", "labels", "clean_labels", "noisy")
 HISTORY_PREFIXES = {"gates": ("g_b",), "signals": ("loss", "margin", "correct", "gate_loss_b", "gate_entropy_b")}
+OPTIONAL_HISTORIES = {"gates": (), "signals": ("el2n",)}  # runs trained before it was recorded lack it
 LABEL_FIELDS = ("labels", "clean_labels", "test_labels", "val_labels")
 
 
@@ -266,6 +267,7 @@ def _check_histories(arrays: dict[str, np.ndarray], kind: str, n: int) -> None:
         required = ["loss", "margin", "correct"]
     prefixes = HISTORY_PREFIXES[kind]
     histories = [k for k in arrays if k.startswith(prefixes) and k[-1].isdigit() and "_" in k]
+    histories += [k for k in OPTIONAL_HISTORIES[kind] if k in arrays]
     epochs = None
     for k in dict.fromkeys([*required, *histories]):
         if k not in arrays:
@@ -282,6 +284,8 @@ def _check_histories(arrays: dict[str, np.ndarray], kind: str, n: int) -> None:
             raise SchemaError(k, "holds values outside [0, 1]")
         if k == "correct" and not np.isin(a[np.isfinite(a)], (0, 1)).all():
             raise SchemaError(k, "holds values other than 0 and 1")
+        if k == "el2n" and (np.nanmin(a) < 0 or np.nanmax(a) > 1.5):  # |softmax - one-hot| <= sqrt(2)
+            raise SchemaError(k, "holds values outside [0, sqrt(2)]")
 
 
 def check_same_samples(signals: dict[str, np.ndarray], gates: dict[str, np.ndarray]) -> None:

@@ -25,6 +25,12 @@ def test_per_sample_formulas_by_hand():
     assert s["gate_entropy_b3"][0].item() == pytest.approx(math.log(3))
     assert s["gate_loss_b3"][0].item() == pytest.approx(math.log(3))
     assert s["gate_loss_b3"][1].item() == pytest.approx(math.log(math.exp(10) + 2), rel=1e-5)
+    # EL2N = |softmax - one-hot|_2, written out by hand from the same logits
+    p0 = [math.exp(v - lse0) for v in (2.0, 0.0, -1.0)]
+    p1 = [math.exp(v - lse1) for v in (0.0, 3.0, 1.0)]
+    el2n0 = math.sqrt((p0[0] - 1) ** 2 + p0[1] ** 2 + p0[2] ** 2)
+    el2n1 = math.sqrt(p1[0] ** 2 + p1[1] ** 2 + (p1[2] - 1) ** 2)
+    assert s["el2n"].tolist() == pytest.approx([el2n0, el2n1], rel=1e-6)
     assert set(s) == set(signal_names([3]))
 
 
@@ -56,3 +62,17 @@ def test_run_writes_signals_consistent_with_its_metrics(npz, tmp_path, gated):
     agree = (sig["probs_final"].astype(np.float32).argmax(1) == sig["labels"]) == (sig["correct"][-1] == 1)
     assert agree.mean() > 0.99  # float16 rounding can flip a near-tie
     assert sig["noisy"].sum() > 0 and np.array_equal(sig["indices"], np.sort(sig["indices"]))
+    # EL2N of the final epoch is the distance of that pass's softmax from the given label's one-hot
+    el2n = np.linalg.norm(p - np.eye(10)[sig["labels"]], axis=1)
+    assert np.abs(el2n - sig["el2n"][-1].astype(np.float32)).max() < 5e-3
+
+
+def test_el2n_matches_the_reference_formula_and_its_bounds():
+    """data_diet (Paul et al.) computes EL2N as the row norm of softmax(logits) - one_hot(y)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 10, generator=g) * 4
+    y = torch.randint(0, 10, (64,), generator=g)
+    ref = np.linalg.norm(torch.softmax(logits, 1).numpy() - np.eye(10)[y.numpy()], axis=1)
+    assert np.allclose(per_sample(logits, {}, y)["el2n"].numpy(), ref, atol=1e-6)
+    sure = per_sample(torch.tensor([[50.0, 0.0], [0.0, 50.0]]), {}, torch.tensor([0, 0]))["el2n"]
+    assert sure.tolist() == pytest.approx([0.0, math.sqrt(2)], abs=1e-6)  # right and certain; wrong and certain

@@ -12,9 +12,9 @@ import torch
 
 from ..atomic import write_atomic
 from ..config import Config, ModelConfig, config_from_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, StorageError
 from ..models import CifarResNet, unwrap
-from .rundir import CHECKPOINT
+from .rundir import CHECKPOINT, snapshot_path
 from .state import EpochTotals, RunState
 
 
@@ -91,6 +91,19 @@ def _count(ckpt: dict[str, Any], key: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"{key}={v!r} is not a count")
     return v
+
+
+def save_snapshot(cfg: Config, net: CifarResNet, run: Path, epoch: int) -> None:
+    """The network's weights after ``epoch`` (1-based): a checkpoint with only config and model, so
+    ``load`` and ``load_model_state`` read it like any other."""
+    path = snapshot_path(run, epoch)
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"storage: cannot create {path.parent} ({e.strerror}); free disk space or choose another out="
+        ) from None
+    save({"config": cfg.to_dict(), "model": unwrap(net).state_dict(), "epoch": epoch}, path)
 
 
 def save(obj: dict[str, Any], path: Path) -> None:

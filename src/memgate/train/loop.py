@@ -307,6 +307,9 @@ class Trainer:
         s.epoch, s.batch = epoch + 1, 0
         if d.main:
             self.history.write(epoch, rows)  # valid only once the checkpoint below counts the epoch
+            every = self.cfg.train.snapshot_every
+            if every and (epoch + 1) % every == 0:  # before the checkpoint: a kill between them redoes both
+                ckpt_io.save_snapshot(self.cfg, self.net, self.out, epoch + 1)
             self.save()  # the epoch is done once its checkpoint is; the files below derive from it
             self._write_epoch_files()
             if writer is not None:

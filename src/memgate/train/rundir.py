@@ -40,6 +40,7 @@ SUMMARY = "summary.json"
 G_HIST_PNG = "g_hist.png"
 TENSORBOARD = "tb"
 HISTORY = "history"  # per-epoch histories of a run in progress, one .npy each (train/history.py)
+SNAPSHOTS = "snapshots"  # the network's weights every train.snapshot_every epochs, epoch{e:03d}.pt
 HISTORY_NAMES, HISTORY_EPOCHS = "history_names", "history_epochs"  # an npz's reference to them
 LOCK = ".lock"
 OOD = "ood.json"  # written by `memgate ood` (default: into the run)
@@ -48,7 +49,7 @@ TRADEOFF = "tradeoff.json"  # written by `memgate tradeoff` (default: into the r
 INPUTS = "inputs.json"  # sha256 of the files the config names (data.path, data.exclude, train.init)
 RUN_FILES = (CONFIG, INPUTS, METRICS, GATES, SIGNALS, CHECKPOINT, SUMMARY, G_HIST_PNG)
 INPUT_KEYS = ("data.path", "data.exclude", "train.init")
-NON_RESULT_KEYS = ("train.checkpoint_every_s",)  # keys that do not change what a run computes
+NON_RESULT_KEYS = ("train.checkpoint_every_s", "train.snapshot_every")  # keys that do not change what a run computes
 UNRECORDED = "train.precision"  # "" in a config that was written before a run resolved it
 
 
@@ -85,7 +86,7 @@ def clear(out: Path) -> None:
     """Delete a run's files (and its TensorBoard events), nothing else in ``out``."""
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
-    for folder in (TENSORBOARD, HISTORY):
+    for folder in (TENSORBOARD, HISTORY, SNAPSHOTS):
         if (out / folder).exists():
             shutil.rmtree(out / folder)
 
@@ -237,6 +238,18 @@ def changed_inputs(cfg: Config, out: Path) -> list[tuple[str, str]]:
     now = input_hashes(cfg)
     flat = _flat(cfg.to_dict())
     return [(k, flat[k]) for k in INPUT_KEYS if k in recorded and recorded[k] != now.get(k)]
+
+
+def snapshot_path(run: str | Path, epoch: int) -> Path:
+    """Where the network's weights after ``epoch`` (1-based) are kept (``train.snapshot_every``)."""
+    return Path(run) / SNAPSHOTS / f"epoch{epoch:03d}.pt"
+
+
+def snapshot_epochs(run: str | Path) -> list[int]:
+    """The epochs (1-based, increasing) whose weights the run kept in snapshots/."""
+    folder = Path(run) / SNAPSHOTS
+    names = [p.name for p in folder.glob("epoch*.pt")] if folder.is_dir() else []
+    return sorted(int(n[5:-3]) for n in names if n[5:-3].isdigit())
 
 
 def write_metrics(run: str | Path, rows: list[dict]) -> None:

@@ -1,7 +1,9 @@
 """Per-sample training signals, recorded from the training passes themselves (no extra pass).
 
 For every training sample at every epoch: the final classifier's loss, its margin (logit of the
-given label minus the largest other logit; AUM is its mean over epochs) and whether it was correct;
+given label minus the largest other logit; AUM is its mean over epochs), whether it was correct and
+its EL2N (Paul et al. 2021: the L2 norm of softmax minus the one-hot label; the paper's score is its
+value early in training);
 for each gate, its classifier's loss on the given label and its predictive entropy (g itself is in
 gates.npz). Histories are float16, epochs x N, columns in training-split order (``indices`` maps
 them to dataset indices), stored row by row as epochs end (``train/history.py``). The softmax of
@@ -22,7 +24,7 @@ from ..config import Config
 def signal_names(stages: list[int]) -> list[str]:
     """The per-sample histories a run records, in file order."""
     per_gate = [f"{kind}_b{s}" for s in stages for kind in ("gate_loss", "gate_entropy")]
-    return ["loss", "margin", "correct", *per_gate]
+    return ["loss", "margin", "correct", "el2n", *per_gate]
 
 
 def probs_epochs(cfg: Config) -> dict[str, int]:
@@ -42,6 +44,7 @@ def per_sample(logits: Tensor, gate_logits: dict[int, Tensor], y: Tensor) -> dic
         "loss": -logp.gather(1, y[:, None]).squeeze(1),
         "margin": logits.gather(1, y[:, None]).squeeze(1) - logits.scatter(1, y[:, None], -torch.inf).amax(1),
         "correct": (logits.argmax(1) == y).float(),
+        "el2n": torch.linalg.vector_norm(logp.exp() - F.one_hot(y, logits.shape[1]).float(), dim=1),
     }
     for s, z in gate_logits.items():
         glogp = F.log_softmax(z.float(), dim=1)
