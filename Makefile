@@ -29,5 +29,7 @@ lint: setup
 bench: setup
 	MEMGATE_DATA="$(DATA)" $(PY) -m benchmarks.train_speed
 
+# Removes the environment and caches only; trained runs (runs/, $HOME/memgate-runs) are never touched.
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	@echo "removing $(VENV) .pytest_cache .ruff_cache (trained runs are kept)"
+	rm -rf $(VENV) .pytest_cache .ruff_cache

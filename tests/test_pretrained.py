@@ -152,3 +152,20 @@ def test_freezing_keeps_the_backbone_bit_identical(tmp_path, npz, freeze):
     gate = [k for k in after if k.startswith("gates.")]
     assert gate and all(after[k].abs().sum() > 0 for k in gate)
     assert np.isfinite(ckpt_io.load(tmp_path / "gate")["metrics"][-1]["test_acc"])
+
+
+def test_tradeoff_refuses_to_choose_tau_on_images_the_imported_network_trained_on(tmp_path, npz, capsys):
+    """A gate trained from an imported public network (which saw every training image) may not pick tau
+    on a validation split carved from those images; with data.val_size=0 it chooses on test half A."""
+    akamaster_file(tmp_path / "r.th")
+    assert main(["import", str(tmp_path / "r.th"), "-o", str(tmp_path / "pub"), f"data.path={npz}"]) == 0
+    over = ["model.depth=20", "model.shortcut=A", "data.normalize=imagenet", "train.epochs=1", "gate.input=first_unit"]
+    run_training(tiny(npz, tmp_path / "gate", *over, f"train.init={tmp_path / 'pub'}"))
+    assert ckpt_io.imported_ancestor(str(tmp_path / "pub")) == str(tmp_path / "pub")
+    assert ckpt_io.imported_ancestor(str(tmp_path / "gate")) == str(tmp_path / "pub")  # through the chain
+    capsys.readouterr()
+    argv = ["tradeoff", str(tmp_path / "gate"), "--max-drop", "0.5", "--batch-sizes", "1", "--repeats", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "would choose tau on" in err and f"({tmp_path / 'pub'}, imported) trained on those images" in err
+    assert "data.val_size=0" in err and not (tmp_path / "gate" / "tradeoff.json").exists()

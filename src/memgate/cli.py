@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .cliargs import OneLineParser, count, number
 from .errors import ConfigError, Interrupted, MemgateError
 
@@ -78,9 +79,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.run import train
+    from .train.run import final_line, train
 
-    train(_config(args), force=args.force)
+    summary = train(_config(args), force=args.force)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+        print(final_line(summary), flush=True)
     return 0
 
 
@@ -91,7 +94,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     m = cfg.model
     print(f"imported ResNet-{m.depth} (option A, {m.num_classes} classes, normalize {cfg.data.normalize}) -> {cfg.out}")
     print(
-        f"  next: memgate eval {cfg.out}; gate it: memgate train -c configs/pretrained_gate.toml train.init={cfg.out}"
+        f"  next: memgate eval {cfg.out}; gate it: memgate train -c configs/pretrained_gate.toml "
+        f"model.depth={m.depth} train.init={cfg.out} out={cfg.out}_gate"
     )
     return 0
 
@@ -205,8 +209,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="memgate", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = OneLineParser(
+        prog="memgate",
+        description="Soft entropy gates over CIFAR ResNets (Garg et al. 2019): train, analyse, reproduce. "
+        "Run `memgate COMMAND --help` for a command's options; docs/cli.md lists them all.",
+        epilog="A user error is one line on stderr and exit status 2.",
+    )
+    p.add_argument("--version", action="version", version=f"memgate {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_commands(sub)
     _add_analysis_commands(sub)
     _add_experiment_commands(sub)
@@ -370,6 +380,9 @@ def _add_experiment_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: the usage and the commands, once
+        parser.print_help(sys.stderr)
+        return 2
     try:
         args, extra = parser.parse_known_args(argv)
         # KEY=VALUE overrides may also follow options (memgate import FILE -o RUN data.path=...).

@@ -13,7 +13,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with memgate's error contract: one line on stderr naming the fix, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"memgate: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        where = self.prog.removeprefix("memgate").strip()  # "train", "data info"; "" for memgate itself
+        print(f"memgate: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -129,3 +129,28 @@ def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys)
     with open(failed / "train.log", "a") as f:
         f.write("$ memgate train ...\n")
     assert _status_lines(capsys, tiny_grid / "grid.toml", runs)[4].split(None, 1)[1] == "stopped at epoch 0/1"
+
+
+def test_jobs_spread_over_the_gpus_a_scheduler_gave_and_its_cores(monkeypatch):
+    """Faked node: SLURM gave GPUs 4, 5 and 7 and 4 of the node's 64 cores."""
+    from memgate.experiments import sweep as sw
+
+    monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {8, 9, 10, 11}, raising=False)
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 64)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,7")
+    envs = [sw._env_for(slot, 3) for slot in range(4)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "5", "7", "4"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"1"}  # 4 cores / 3 jobs, not 64 / 3
+    assert sw._env_for(0, 2)["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aa,GPU-bb")  # UUIDs pass through as given
+    assert [sw._env_for(s, 2)["CUDA_VISIBLE_DEVICES"] for s in (0, 1)] == ["GPU-aa", "GPU-bb"]
+    assert sw._env_for(1, 1)["CUDA_VISIBLE_DEVICES"] == "GPU-aa,GPU-bb"  # one job keeps them all
+    # No scheduler: the GPUs torch sees, in order; one GPU or none: the environment as it was.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(sw, "_cuda_count", lambda: 2)
+    assert [sw._env_for(s, 2)["CUDA_VISIBLE_DEVICES"] for s in (0, 1, 2)] == ["0", "1", "0"]
+    monkeypatch.setattr(sw, "_cuda_count", lambda: 0)
+    assert "CUDA_VISIBLE_DEVICES" not in sw._env_for(1, 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    assert sw._env_for(0, 2)["OMP_NUM_THREADS"] == "3"

@@ -92,3 +92,15 @@ def test_checkpoint_size_does_not_grow_with_the_epochs(npz, tmp_path):
         sizes[epochs] = (tmp_path / f"e{epochs}" / "checkpoint.pt").stat().st_size
     per_epoch_history = 6 * (512 - 64) * 2  # 5 signals + g, float16, N samples
     assert abs(sizes[4] - sizes[1]) < per_epoch_history, sizes
+
+
+def test_a_checkpoint_holds_no_gpu_rng_and_resumes_on_a_node_with_fewer_gpus(npz, tmp_path, monkeypatch):
+    """Training draws no random number on a GPU, so no GPU generator is saved; a checkpoint of an
+    earlier version with 8 GPUs' states resumes on a node with one (faked) without touching them."""
+    monkeypatch.setattr(ckpt_io.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ckpt_io.torch.cuda, "get_rng_state_all", lambda: pytest.fail("GPU RNG read"))
+    monkeypatch.setattr(ckpt_io.torch.cuda, "set_rng_state_all", lambda s: pytest.fail("GPU RNG set"))
+    state = ckpt_io.rng_state()
+    assert set(state) == {"torch", "numpy", "python"}
+    ckpt_io.set_rng_state({**state, "cuda": [torch.zeros(16, dtype=torch.uint8)] * 8})
+    assert torch.equal(torch.get_rng_state(), state["torch"])

@@ -116,3 +116,26 @@ def test_train_on_real_cifar10_subset_beats_chance(shared_cifar10, tmp_path):
     assert summary["final_test_acc"] > 0.13
     g = np.load(tmp_path / "real" / "gates.npz")
     assert g["g_b3"].shape == (1, 2000) and g["test_g_b3"].shape == (10_000,)
+
+
+def test_train_without_a_terminal_prints_progress_within_epochs_and_ends_with_one_line(
+    npz, tmp_path, monkeypatch, capsys
+):
+    """A run logged to a file (a scheduler) says where it is within an epoch; every run ends with one
+    line naming the folder, the final test accuracy and the time, also when it was already finished."""
+    monkeypatch.setattr(training, "PROGRESS_LINE_S", 0.0)  # a line after every batch but the last
+    cfg = tiny(npz, tmp_path / "run")
+    path = tmp_path / "run.toml"
+    path.write_text(cfg.to_toml())
+    assert main(["train", "-c", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    progress = [ln for ln in lines if ln.startswith("epoch 1/2: batch ")]
+    assert [ln.split(" | ")[0] for ln in progress] == [f"epoch 1/2: batch {b}/14" for b in range(1, 14)]
+    assert all(ln.endswith(" img/s") and "| loss " in ln and "| train " in ln for ln in progress)
+    summary = read_metrics(cfg.out)
+    acc = 100 * summary[-1]["test_acc"]
+    assert lines[-1].startswith(f"{cfg.out}: final test accuracy {acc:.2f}%, best val ")
+    assert lines[-1].endswith(" min of training") and "after 2 epochs" in lines[-1]
+    assert main(["train", "-c", str(path)]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again == [f"{cfg.out} was already finished (nothing trained)", lines[-1]]

@@ -74,3 +74,24 @@ def test_a_bf16_run_is_not_continued_in_fp32(npz, tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no native bf16" in err, err
     assert (tmp_path / "run" / "config.toml").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "major,name,expected",
+    [(9, "NVIDIA H100", "bf16"), (8, "NVIDIA A100", "bf16"), (7, "Tesla V100", "fp32"), (7, "Tesla T4", "fp32")],
+)
+def test_a_gpu_without_native_bf16_runs_fp32_and_says_which(monkeypatch, major, name, expected):
+    """Faked GPUs: bf16 autocast only on Ampere and later; a V100 or T4 (bf16 only emulated) gets fp32."""
+    import contextlib
+
+    monkeypatch.setattr(precision.torch.version, "hip", None)
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(precision.torch.cuda, "device", lambda d: contextlib.nullcontext())
+    props = type("Props", (), {"major": major})()
+    monkeypatch.setattr(precision.torch.cuda, "get_device_properties", lambda d: props)
+    monkeypatch.setattr(precision.torch.cuda, "get_device_name", lambda d: name)
+    got, why = precision.resolve_precision(torch.device("cuda", 0), amp=True)
+    assert got == expected
+    if expected == "fp32":
+        assert why == f"fp32: {name} has no native bf16 (before Ampere: V100, T4, P100), so train.amp has no effect"

@@ -94,6 +94,13 @@ def _check_run(r: SavedRun, run: str | Path, references: list[dict], max_drop: f
             f"tradeoff: the gate of {run} reads o2 (gate.input=output, the released code): g is known only after "
             "the extra layers ran, so a hard gate can skip nothing; train with gate.input=first_unit"
         )
+    source = ckpt_io.imported_ancestor(r.cfg.train.init) if max_drop is not None and len(r.data.val_y) else None
+    if source is not None:
+        raise ConfigError(
+            f"tradeoff: --max-drop would choose tau on {run}'s validation split, but the network it started "
+            f"from ({source}, imported) trained on those images; retrain with data.val_size=0 (tau is then "
+            "chosen on half of the test split) or leave out --max-drop"
+        )
 
 
 def tradeoff(

@@ -89,13 +89,31 @@ def sweep(
 
 
 def _env_for(slot: int, jobs: int) -> dict[str, str]:
+    """A run's environment: its share of the cores this process may use (a scheduler's allocation,
+    not the whole node) and, with several GPUs visible, one of them, in order (under SLURM or PBS the
+    visible ones are those CUDA_VISIBLE_DEVICES names, by index or UUID)."""
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    n_gpu = _cuda_count()
-    if n_gpu > 1 and jobs > 1 and visible is None:
-        env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpu)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // jobs)))
+    gpus = visible_gpus(env)
+    if len(gpus) > 1 and jobs > 1:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     return env
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus(env: dict[str, str]) -> list[str]:
+    """The GPUs a run may use, as CUDA_VISIBLE_DEVICES entries."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    return [str(i) for i in range(_cuda_count())]
 
 
 def _cuda_count() -> int:

@@ -1,5 +1,6 @@
 """The checkpoint dict: built and restored here only; atomic writes, ``weights_only`` loads,
-architecture checks, baseline initialisation and the RNG states that make resume bit-identical."""
+architecture checks, baseline initialisation, snapshots and the RNG states that make resume
+bit-identical."""
 
 from __future__ import annotations
 
@@ -163,6 +164,25 @@ def load_model_state(model: CifarResNet, ckpt: dict[str, Any], path: str | Path)
         raise CheckpointError(f"checkpoint: {path} does not fit the model ({first})") from None
 
 
+def imported_ancestor(init: str, limit: int = 16) -> str | None:
+    """The imported network (`memgate import`) a run's ``train.init`` chain starts from, or None.
+
+    Such a network trained on data memgate never saw split (the public CIFAR ResNets: every training
+    image), so a validation split carved out of its training set is not held out for it."""
+    for _ in range(limit):
+        if init == "scratch" or not Path(init).exists():
+            return None
+        try:
+            ckpt = load(init)
+        except CheckpointError:
+            return None
+        if ckpt.get("imported_from"):
+            return init
+        train = ckpt["config"].get("train")
+        init = str(train.get("init", "scratch")) if isinstance(train, dict) else "scratch"
+    return None
+
+
 def init_from_baseline(model: CifarResNet, path: str | Path) -> list[str]:
     """Copy every backbone tensor of a trained ungated network into ``model``; gate heads stay fresh.
 
@@ -213,8 +233,9 @@ def rng_state() -> dict[str, Any]:
         },
         "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    # No CUDA generator state: training draws every random number from CPU generators (the data
+    # order and augmentation from (seed, epoch)), and a GPU state would tie a checkpoint to a node
+    # with as many GPUs.
     return state
 
 
@@ -224,5 +245,4 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    # A "cuda" entry (checkpoints of earlier versions) is ignored: nothing in training uses it.

@@ -38,6 +38,7 @@ from .signals import SampleSignals, probs_epochs, signal_names
 from .state import EpochTotals, RunState
 
 PROGRESS_EVERY = 25  # batches between progress-bar refreshes (each one is a host sync)
+PROGRESS_LINE_S = 120.0  # without a terminal (a log file, a scheduler): a progress line this often
 
 
 class Trainer:
@@ -206,12 +207,15 @@ class Trainer:
         n_batches = math.ceil(self.data.n_train / bsz)
         desc = f"epoch {epoch + 1}/{self.cfg.train.epochs}"
         bar = tqdm(total=n_batches, initial=s.batch, desc=desc, unit="batch", disable=not self.tty, leave=False)
-        t0 = last_ckpt = time.perf_counter()
+        t0 = last_ckpt = last_line = time.perf_counter()
         with bar:
             for b in range(s.batch, n_batches):
                 self._step(plan, b)
                 if self.tty and (b % PROGRESS_EVERY == 0 or b == n_batches - 1):
                     self._progress(bar, b, t0)
+                elif not self.tty and time.perf_counter() - last_line >= PROGRESS_LINE_S and b < n_batches - 1:
+                    last_line = time.perf_counter()
+                    self.log(self._progress_line(epoch, b + 1, n_batches, s.train_time + last_line - t0))
                 if self._stop or self._checkpoint_due(last_ckpt):
                     s.train_time += time.perf_counter() - t0
                     t0 = last_ckpt = time.perf_counter()
@@ -255,6 +259,15 @@ class Trainer:
             refresh=False,
         )
         bar.update(b + 1 - bar.n)
+
+    def _progress_line(self, epoch: int, done: int, n_batches: int, seconds: float) -> str:
+        """The line a run without a terminal prints within a long epoch: where it is and how fast."""
+        tot = self.state.totals
+        seen = max(1, int(tot.seen.item()))
+        return (
+            f"epoch {epoch + 1}/{self.cfg.train.epochs}: batch {done}/{n_batches} | loss {tot.loss.item() / seen:.4f} "
+            f"| train {100 * tot.correct.item() / seen:.2f}% | {seen / max(seconds, 1e-9):.0f} img/s"
+        )
 
     def _checkpoint_due(self, last: float) -> bool:
         every = self.cfg.train.checkpoint_every_s

@@ -1,7 +1,8 @@
 """The precision a run computes in: bf16 autocast where the device has native bf16, else fp32.
 
-``train.amp = true`` asks for bf16 autocast; it runs on CUDA and on a CPU whose instruction set has
-bf16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``). Elsewhere the run is fp32 and
+``train.amp = true`` asks for bf16 autocast; it runs on a GPU with native bf16 (Ampere and later)
+and on a CPU whose instruction set has bf16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm
+``bf16``). Elsewhere the run is fp32 and
 says so in one line. What ran is recorded as ``train.precision`` in the run's config (and so in its
 summary), and a run is resumed only in the precision it started in.
 
@@ -47,12 +48,21 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return False
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Native bf16 on this GPU (Ampere and later, or ROCm); emulated bf16 (V100, T4) is slow, so no."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(device: torch.device, amp: bool) -> tuple[str, str]:
     """('bf16' or 'fp32', why) for ``train.amp`` on ``device``."""
     if not amp:
         return "fp32", "train.amp=false"
     if device.type == "cuda":
-        return "bf16", "bf16 autocast on CUDA"
+        if cuda_has_bf16(device):
+            return "bf16", "bf16 autocast on CUDA"
+        name = torch.cuda.get_device_name(device)
+        return "fp32", f"fp32: {name} has no native bf16 (before Ampere: V100, T4, P100), so train.amp has no effect"
     if device.type == "cpu" and cpu_has_bf16():
         return "bf16", "bf16 autocast: this CPU has native bf16"
     return "fp32", f"fp32: {device.type} has no native bf16 here, so train.amp has no effect"
@@ -74,6 +84,6 @@ def with_precision(cfg: Config, device: torch.device) -> tuple[Config, str]:
     if cfg.train.precision == "bf16":
         raise ConfigError(
             f"config: train.precision=bf16, but {device.type} here has no native bf16; run it on a machine with "
-            "bf16 (CUDA, or a CPU with avx512_bf16/amx_bf16), or start a new run with train.amp=false"
+            "bf16 (an Ampere or later GPU, or a CPU with avx512_bf16/amx_bf16), or start a new run with train.amp=false"
         )
     return replace(cfg, train=replace(cfg.train, precision=precision)), why

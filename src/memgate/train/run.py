@@ -46,9 +46,19 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
 
 def _report_finished(out: Path) -> dict[str, Any]:
     summary = rundir.read_summary(out)
-    best = f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") else ""
-    print(f"{out} is finished: final test accuracy {100 * summary['final_test_acc']:.2f}%{best}")
+    print(f"{out} was already finished (nothing trained)")
     return summary
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """What `memgate train` ends with: the run folder, the final test accuracy, the training time."""
+    hours = summary["train_time_s"] / 3600
+    took = f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.1f} min"
+    best = f", best val {100 * summary['best_val_acc']:.2f}%" if summary.get("best_val_acc") is not None else ""
+    return (
+        f"{summary['out']}: final test accuracy {100 * summary['final_test_acc']:.2f}%{best} "
+        f"after {summary['epochs']} epochs, {took} of training"
+    )
 
 
 def _start_line(trainer: Trainer) -> str:
