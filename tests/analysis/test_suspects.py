@@ -25,7 +25,21 @@ def noisy_run(npz, tmp_path_factory):
 def test_suspects_csv_and_png(noisy_run, capsys):
     assert main(["analyze", str(noisy_run), "--suspects", "10", "--by", "loss_mean"]) == 0
     rows = list(csv.DictReader((noisy_run / "suspects.csv").open()))
-    assert len(rows) == 10 and list(rows[0])[:3] == ["index", "label", "predicted"]
+    head = list(rows[0])
+    assert len(rows) == 10 and len(set(head)) == len(head)
+    assert head == [
+        "index",
+        "label",
+        "label_name",
+        "predicted",
+        "predicted_name",
+        "loss_mean",
+        "g",
+        "loss",
+        "aum",
+        "noisy",
+        "clean_label",
+    ]
     sig = read_signals(noisy_run)
     top = np.argsort(-sig["loss"].astype(np.float32).mean(0), kind="stable")[:10]
     assert [int(r["index"]) for r in rows] == sig["indices"][top].tolist()
@@ -113,3 +127,38 @@ def test_exclude_of_a_validation_index_names_the_validation_split(npz, tmp_path,
     capsys.readouterr()
     assert main(["train", "-c", str(tmp_path / "c.toml")]) == 2
     assert "which is the validation split" in capsys.readouterr().err
+
+
+def test_suspects_of_an_image_folder_name_their_files_and_classes(tmp_path, capsys):
+    """A 3-class image-folder dataset: each suspect's file inside the archive and its class names; the
+    hardest and easiest classes are never the same classes; ranking by g gives g one column."""
+    from datafactory import image_tree_files, write_zip
+
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
+    names = ["red", "green", "blue"]
+
+    def make(n):
+        y = np.repeat(np.arange(3), n // 3)
+        x = np.clip(colours[y][:, None, None, :] + rng.normal(0, 30, (len(y), 32, 32, 3)), 0, 255).astype(np.uint8)
+        return x, y
+
+    (xtr, ytr), (xte, yte) = make(96), make(30)
+    data = write_zip(tmp_path / "rgb.zip", image_tree_files(xtr, ytr, xte, yte, names=names, prefix="rgb/"))
+    over = ["model.num_classes=3", f"data.path={data}", "data.val_size=0", "train.epochs=1", "train.batch_size=32"]
+    run_training(tiny(data, tmp_path / "run", *over))
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "run"), "--suspects", "6"]) == 0
+    out = capsys.readouterr().out
+    hardest = out.split("hardest classes (mean final g): ")[1].splitlines()[0]
+    easiest = out.split("easiest classes: ")[1].splitlines()[0]
+    assert len(hardest.split(", ")) == 1 and len(easiest.split(", ")) == 1
+    assert hardest.split()[0] != easiest.split()[0]
+    rows = list(csv.DictReader((tmp_path / "run" / "suspects.csv").open()))
+    head = list(rows[0])
+    assert head[:6] == ["index", "path", "label", "label_name", "predicted", "predicted_name"]
+    assert "g_final_b3" in head and "g" not in head and len(set(head)) == len(head)
+    for r in rows:
+        i, label = int(r["index"]), int(r["label"])
+        assert r["path"] == f"rgb/train/{names[label]}/{i:05d}.png" and r["label_name"] == names[label]
+        assert r["predicted_name"] == names[int(r["predicted"])]

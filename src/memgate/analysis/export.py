@@ -2,8 +2,8 @@
 
 The final network, in eval mode and without augmentation, on every training sample of the run
 (its given labels) and on the test split: ``train_scores.npz`` and ``test_scores.npz``, rows in
-dataset-index order, with ``indices``, ``labels``, and float16 ``g_b<s>`` (each gate), ``loss`` and
-``margin`` (for the given label) and ``max_softmax``. ``scores.md``: Spearman of the final g with
+dataset-index order, with ``indices``, ``labels``, ``correct`` (bool: the argmax is the label) and
+float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``. ``scores.md``: Spearman of the final g with
 the loss, -AUM and forgetting events of the training passes (signals.npz), over all training
 samples and within each class, which says what g ranks; and on the test split, which the network
 never fitted, how well g flags its errors (AUROC) beside its own confidence (1 - max softmax).
@@ -45,7 +45,9 @@ def per_sample(logits: torch.Tensor, g: dict[int, torch.Tensor], labels: np.ndar
         margin=(given - other).numpy(),
         max_softmax=logp.exp().amax(1).numpy(),
     )
-    return {k: v.astype(np.float16) for k, v in out.items()}
+    scores = {k: v.astype(np.float16) for k, v in out.items()}
+    scores["correct"] = (z.argmax(1) == y).numpy()  # the network's own call: a tie goes to the first class
+    return scores
 
 
 def export_scores(run: str | Path, out: str | Path | None = None, force: bool = False) -> str:
@@ -113,17 +115,31 @@ def _spearman_table(
 
 def test_split_table(test: dict[str, np.ndarray], stage: int) -> str:
     """On the test split: Spearman of g (and of 1 - max softmax) with the loss, and the AUROC of each
-    for the final network's errors (margin < 0: another class scores above the label)."""
+    for the final network's errors, with its distance from chance in standard errors (Hanley and
+    McNeil's null standard error for these counts). Errors are ``correct == 0`` (the network's argmax);
+    files written before memgate stored ``correct`` count margin < 0, which scores a tie between the
+    label's logit and another's (margin 0, frequent with bf16 logits) as correct, and say so."""
     loss = test["loss"].astype(np.float64)
-    wrong = test["margin"].astype(np.float64) < 0
+    if "correct" in test:
+        wrong, note = test["correct"] == 0, ""
+    else:
+        wrong = test["margin"].astype(np.float64) < 0
+        ties = int((test["margin"] == 0).sum())
+        note = f"; errors read as margin < 0, so {ties:,d} ties at margin 0 count as correct (a file without `correct`)"
+    n1, n0 = int(wrong.sum()), int((~wrong).sum())
+    se = np.sqrt((n1 + n0 + 1) / (12 * max(n1, 1) * max(n0, 1)))
     scores = {f"g (B{stage})": test[f"g_b{stage}"], "1 - max softmax": 1 - test["max_softmax"].astype(np.float64)}
-    rows = [[name, f"{spearmanr(v, loss).statistic:+.3f}", f"{auroc(v, wrong):.3f}"] for name, v in scores.items()]
+    rows = []
+    for name, v in scores.items():
+        a = auroc(v, wrong)
+        rows.append([name, f"{spearmanr(v, loss).statistic:+.3f}", f"{a:.3f}", f"{(a - 0.5) / se:+.1f}"])
     lines = [
         "",
-        f"## On the test split ({len(loss):,d} images, {int(wrong.sum()):,d} misclassified by the final network)",
+        f"## On the test split ({len(loss):,d} images, {n1:,d} misclassified by the final network{note})",
         "",
     ]
-    return "\n".join(lines + table(["score", "Spearman with the loss", "AUROC for the errors"], rows) + [""])
+    head = ["score", "Spearman with the loss", "AUROC for the errors", "AUROC - 0.5 in standard errors"]
+    return "\n".join(lines + table(head, rows) + [""])
 
 
 def _grid(train: dict[str, np.ndarray], images: np.ndarray, classes: list[str], stage: int, png: Path) -> None:

@@ -185,7 +185,10 @@ def _image_lines(run: Path, gates: dict[str, np.ndarray], stage: int, out_dir: P
     classes = list(ds.classes)
     plot_top_g_images(ds.x_train, gates, classes, out_dir / "top_g.png", stage=stage)
     ranked = per_class_g(gates, classes, stage)
+    k = min(5, len(ranked) // 2)  # never the same class at both ends (3 classes: one each)
+    if k == 0:
+        return []
     return [
-        "  hardest classes (mean final g): " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[:5]),
-        "  easiest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[-5:]),
+        "  hardest classes (mean final g): " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[:k]),
+        "  easiest classes: " + ", ".join(f"{c} {v:.2f}" for c, v in ranked[::-1][:k]),
     ]

@@ -45,7 +45,11 @@ def write_suspects(
         raise ConfigError(f"analyze: --suspects {count} must be at least 1")
     order = np.argsort(-score_map[by], kind="stable")[:count]
     noisy_known = bool(signals["noisy"].any())
-    rows = _rows(signals, score_map, by, order, noisy_known)
+    try:
+        ds, why = run_dataset(run), ""
+    except MemgateError as e:  # the table stands without the images, paths and class names
+        ds, why = None, str(e)
+    rows = _rows(signals, score_map, by, order, noisy_known, ds)
     buf = io.StringIO()
     w = csv.DictWriter(buf, list(rows[0]), lineterminator="\n")
     w.writeheader()
@@ -54,29 +58,42 @@ def write_suspects(
     lines = [f"  suspects: the {len(order):,d} highest by {by} in {out_dir / 'suspects.csv'}"]
     if noisy_known:
         lines[0] += f" ({sum(r['noisy'] for r in rows):,d} of them have an injected wrong label)"
-    try:
-        ds = run_dataset(run)
-        _plot(ds.x_train, list(ds.classes), rows, by, out_dir / "suspects.png")
-        lines.append(f"  suspects.png: the first {min(64, len(rows))} of them")
-    except MemgateError as e:
-        lines.append(f"  (no suspects.png: {e})")
+    if ds is None:
+        lines.append(f"  (no suspects.png: {why})")
+        return lines
+    _plot(ds.x_train, list(ds.classes), rows, by, out_dir / "suspects.png")
+    lines.append(f"  suspects.png: the first {min(64, len(rows))} of them")
     return lines
 
 
-def _rows(signals, score_map, by, order, noisy_known) -> list[dict]:
+def _rows(signals, score_map, by, order, noisy_known, ds) -> list[dict]:
+    """One row per suspect, each column once: the dataset index (and, for image folders, the file),
+    the given and predicted label (and their class names), the ranking score, then g, the final
+    loss and AUM unless the ranking score is one of them."""
     probs = signals.get("probs_final")
     gkey = sorted(k for k in score_map if k.startswith("g_final_b"))
+    classes = list(ds.classes) if ds is not None else []
+    paths = ds.train_paths if ds is not None else ()
     rows = []
     for pos in order:
-        row = {
-            "index": int(signals["indices"][pos]),
-            "label": int(signals["labels"][pos]),
-            "predicted": int(probs[pos].argmax()) if probs is not None else "",
-            by: float(score_map[by][pos]),
-            "g": float(score_map[gkey[-1]][pos]) if gkey else "",
-            "loss": float(signals["loss"][-1, pos]),
-            "aum": float(signals["margin"][:, pos].astype(np.float32).mean()),
-        }
+        idx, label = int(signals["indices"][pos]), int(signals["labels"][pos])
+        pred = int(probs[pos].argmax()) if probs is not None else None
+        row: dict = {"index": idx}
+        if paths:
+            row["path"] = paths[idx]
+        row["label"] = label
+        if classes:
+            row["label_name"] = classes[label]
+        row["predicted"] = pred if pred is not None else ""
+        if classes:
+            row["predicted_name"] = classes[pred] if pred is not None else ""
+        row[by] = float(score_map[by][pos])
+        if gkey and by != gkey[-1]:
+            row["g"] = float(score_map[gkey[-1]][pos])
+        if by != "loss_final":
+            row["loss"] = float(signals["loss"][-1, pos])
+        if by != "neg_aum":
+            row["aum"] = float(signals["margin"][:, pos].astype(np.float32).mean())
         if noisy_known:
             row["noisy"] = int(signals["noisy"][pos])
             row["clean_label"] = int(signals["clean_labels"][pos])

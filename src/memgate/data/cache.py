@@ -19,7 +19,7 @@ from .dataset import Dataset
 from .npz import ARRAY_NAMES
 from .sources import decode_source
 
-CACHE_VERSION = 2  # 2: meta.json records array shapes (damaged caches are detected)
+CACHE_VERSION = 3  # 2: meta.json records array shapes (damaged caches are detected); 3: training file paths
 
 
 def _source_key(path: Path) -> str:
@@ -61,12 +61,16 @@ def _read_cache(folder: Path) -> Dataset | None:
         shapes = {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()}
         if shapes != meta["arrays"]:
             raise ValueError("shapes differ from meta.json")
+        paths = tuple(meta["train_paths"])
+        if paths and (len(paths) != len(arrays["y_train"]) or not all(isinstance(p, str) for p in paths)):
+            raise ValueError("train_paths do not match the training images")
         return Dataset(
             classes=tuple(meta["classes"]),
             name=meta["name"],
             source=meta["source"],
             source_format=meta["source_format"],
             cache=str(folder),
+            train_paths=paths,
             **arrays,
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -111,6 +115,7 @@ def _write_cache(folder: Path, ds: Dataset) -> Dataset:
             "source": ds.source,
             "source_format": ds.source_format,
             "arrays": {k: [list(getattr(ds, k).shape), str(getattr(ds, k).dtype)] for k in ARRAY_NAMES},
+            "train_paths": list(ds.train_paths),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks completeness
     except OSError as e:

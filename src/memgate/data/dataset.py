@@ -22,6 +22,9 @@ class Dataset:
     source: str  # the path it was loaded from
     source_format: str  # python-archive | python-folder | image-folder | image-zip | image-tar | npz
     cache: str  # cache folder, "" when not cached
+    # each training image's file within the source (image folders and archives; () for the others),
+    # so that a result keyed by dataset index can name the file a user would open
+    train_paths: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

@@ -114,11 +114,13 @@ def from_images(reader: Reader, path: Path, fmt: str, progress: bool) -> Dataset
             raise DataError(f"data: {classes_file} in {path} lists other classes than the folders; fix one of them")
     else:
         classes = tuple(sorted(train_cls))
-    arrays = {}
+    arrays, paths = {}, {}
     for split in ("train", "test"):
         files = [f for c in classes for f in sorted(splits[split][c])]
         labels = np.array([i for i, c in enumerate(classes) for _ in splits[split][c]], dtype=np.int64)
         blobs = reader.read_many(files)
         arrays[split] = (_parallel_decode(blobs, files, progress), labels)
+        paths[split] = tuple(files)
     dname = {10: "cifar10", 100: "cifar100"}.get(len(classes), PurePosixPath(path.name).stem)
-    return checked(Dataset(dname, classes, *arrays["train"], *arrays["test"], str(path), fmt, ""))
+    ds = Dataset(dname, classes, *arrays["train"], *arrays["test"], str(path), fmt, "", paths["train"])
+    return checked(ds)

@@ -324,48 +324,61 @@ def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path
     return names
 
 
+CURVES = (  # metrics.jsonl key, axis label, scale: the learning curves of every variant
+    ("test_acc", "test accuracy (%)", 100),
+    ("train_loss", "training loss", 1),
+    ("g_mean", "mean g (training samples)", 1),
+    ("gate_acc", "gate head accuracy, training (%)", 100),
+)
+
+
 def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> str:
-    """Test accuracy per epoch, mean and std over seeds, one line per variant; beside it, for a grid
-    with injected label noise, the share of the wrong labels each variant has fitted per epoch."""
+    """Learning curves per epoch, mean and std over seeds, one line per variant: test accuracy,
+    training loss, mean g and the gate head's accuracy (gated variants); for a grid with injected label
+    noise, also the share of the wrong labels each variant has fitted per epoch."""
     fits = {
         v["name"]: [f for r in results.get(v["name"], []) if (f := run_fit(Path(r["run"])))] for v in meta["variants"]
     }
     noisy = any(fits.values())
-    fig, axes = subplots(1, 2 if noisy else 1, figsize=(14 if noisy else 8, 5), squeeze=False)
+    n_panels = len(CURVES) + noisy
+    fig, axes = subplots(2, (n_panels + 1) // 2, figsize=(7 * ((n_panels + 1) // 2), 9), squeeze=False)
+    panels = list(axes.flat)
     for v in meta["variants"]:
-        runs = results.get(v["name"], [])
-        rows = [[m for m in read_metrics(r["run"]) if m["test_acc"] is not None] for r in runs]
-        if rows and all(rows):
-            _mean_std(
-                axes[0][0],
-                [[m["epoch"] for m in rs] for rs in rows],
-                [[m["test_acc"] for m in rs] for rs in rows],
-                v["name"],
-            )
+        metrics = [read_metrics(r["run"]) for r in results.get(v["name"], [])]
+        for ax, (key, _, scale) in zip(panels, CURVES):
+            rows = [[m for m in ms if m.get(key) is not None] for ms in metrics]
+            if rows and all(rows):
+                x = [[m["epoch"] for m in rs] for rs in rows]
+                _mean_std(ax, x, [[m[key] for m in rs] for rs in rows], v["name"], scale)
         if noisy and fits[v["name"]]:
             mem = [f["train_acc_noisy"] for f in fits[v["name"]]]
-            _mean_std(axes[0][1], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"])
-    axes[0][0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy (mean, std over seeds)")
+            _mean_std(panels[len(CURVES)], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"], 100)
+    for ax, (_, label, _) in zip(panels, CURVES):
+        ax.set(xlabel="epoch", ylabel=label, title=f"{label}: mean, std over seeds")
     if noisy:
-        axes[0][1].set(
+        panels[len(CURVES)].set(
             xlabel="epoch",
             ylabel="wrong labels fitted (%)",
             ylim=(0, 100),
             title="memorised: training accuracy on the noisy samples, for their given label",
         )
-    for ax in axes[0]:
+    for ax in panels[n_panels:]:
+        ax.set_visible(False)
+    for ax in panels[:n_panels]:
         ax.title.set_fontsize(10)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     save(fig, png, meta.get("title", meta["name"]), 10)
     return png.name
 
 
-def _mean_std(ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str) -> None:
-    """One variant's curve over seeds (in %): the mean, and the std band when there are several."""
+def _mean_std(ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str, scale: float = 100) -> None:
+    """One variant's curve over seeds (times ``scale``): the mean, and the std band when there are
+    several; a curve of one or two points is drawn as markers, so that a single epoch shows."""
     n = min(len(c) for c in curves)
-    arr = 100 * np.array([c[:n] for c in curves], dtype=np.float64)
+    arr = scale * np.array([c[:n] for c in curves], dtype=np.float64)
     x, mean = epochs[0][:n], arr.mean(0)
-    ax.plot(x, mean, label=f"{name} (n={len(curves)})")
+    ax.plot(x, mean, marker="o" if n <= 2 else None, label=f"{name} (n={len(curves)})")
     if len(curves) > 1:
         sd = arr.std(0, ddof=1)
         ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
