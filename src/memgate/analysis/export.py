@@ -3,8 +3,9 @@
 The final network, in eval mode and without augmentation, on every training sample of the run
 (its given labels) and on the test split: ``train_scores.npz`` and ``test_scores.npz``, rows in
 dataset-index order, with ``indices``, ``labels``, ``correct`` (bool: the argmax is the label) and
-float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``. ``scores.md``: Spearman of the final g with
-the loss, -AUM and forgetting events of the training passes (signals.npz), over all training
+float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``.
+``scores.md``: Spearman of the final g with the loss, -AUM and forgetting events of the training
+passes (signals.npz), over all training
 samples and within each class, which says what g ranks; and on the test split, which the network
 never fitted, how well g flags its errors (AUROC) beside its own confidence (1 - max softmax).
 ``g_by_class.png``: per class, the training images with the highest and the lowest g.
