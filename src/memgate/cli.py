@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from .data import dataset_info, load_dataset
 
-    ds = load_dataset(args.path)
+    ds = load_dataset(args.path, resize=args.resize)
     info = dataset_info(ds)
     if args.json:
         print(json.dumps(info))
@@ -73,7 +73,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
-    ds = load_dataset(args.path, progress=True)
+    ds = load_dataset(args.path, progress=True, resize=args.resize)
     print(f"{ds.name}: {len(ds.y_train):,d} train + {len(ds.y_test):,d} test images cached at {ds.cache}")
     return 0
 
@@ -240,12 +240,20 @@ def _add_run_commands(sub) -> None:
     sp.set_defaults(func=cmd_info)
 
     data = sub.add_parser("data", help="inspect or cache a dataset").add_subparsers(dest="data_cmd", required=True)
+    resize = {
+        "default": "none",
+        "choices": ["none", "resize", "crop"],
+        "help": "image files that are not 32x32 RGB: refuse (none), squeeze (resize) or centre-crop (crop), "
+        "as data.resize",
+    }
     sp = data.add_parser("info", help="classes, counts, pixel statistics, source format, cache")
     sp.add_argument("path")
+    sp.add_argument("--resize", **resize)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_data_info)
     sp = data.add_parser("prepare", help="decode once and build the uint8 cache")
     sp.add_argument("path")
+    sp.add_argument("--resize", **resize)
     sp.set_defaults(func=cmd_data_prepare)
 
     sp = sub.add_parser("train", help="train one run (resumes an unfinished run in `out`)")

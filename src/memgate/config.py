@@ -69,6 +69,9 @@ class DataConfig:
     normalize: Literal["released", "dataset", "imagenet"] = "released"
     augment: bool = True  # 4-pixel zero pad + random crop + horizontal flip
     exclude: str = ""  # .npy/.csv/.txt of dataset training indices to drop from the training split
+    # image files that are not 32x32 RGB: "none" refuses them; "resize" squeezes each to 32x32;
+    # "crop" scales its shorter side to 32 and keeps the centre (both with Pillow, bilinear)
+    resize: Literal["none", "resize", "crop"] = "none"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,10 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert pts[1.01]["test_macs"] == res["macs_full"] - sum(res["macs_skippable"].values())
     assert res["chosen"]["tau"] in pts
     assert all(set(p["speedup"]) == {"1", "64"} and min(p["speedup"].values()) > 0 for p in res["points"])
+    for p in res["points"]:  # each point's spread over its timed repeats brackets its median
+        for b in ("1", "64"):
+            lo, hi = p["images_per_s_range"][b]
+            assert lo <= p[f"images_per_s_b{b}"] <= hi
     (ref,) = res["references"]
     o2_summary = json.loads((o2 / "summary.json").read_text())
     assert ref["label"] == "soft gate over B3 reading o2" and ref["test_acc"] == o2_summary["final_test_acc"]
@@ -101,6 +105,13 @@ def test_tradeoff_command_end_to_end_and_in_the_grid_report(npz, tmp_path, capsy
     assert set(ref["speedup"]) == set(ref["images_per_s"]) == {"1", "64"}
     assert min(ref["speedup"].values()) > 0 and min(ref["images_per_s"].values()) > 0
     out = capsys.readouterr().out
+    progress = [line for line in out.splitlines() if line.startswith("tradeoff: ")]
+    assert progress == [
+        "tradeoff: tau 0 (1 of 3): accuracy, then timing at batch 1, 64",
+        "tradeoff: tau 0.5 (2 of 3): accuracy, then timing at batch 1, 64",
+        "tradeoff: tau 1.01 (3 of 3): accuracy, then timing at batch 1, 64",
+        f"tradeoff: timing --baseline {o2} beside the full network",
+    ]
     assert f"reference soft gate over B3 reading o2: {100 * ref['test_acc']:.2f}%" in out
     assert f"measured {ref['speedup']['1']:.2f}x at batch 1, {ref['speedup']['64']:.2f}x at batch 64" in out
     assert (run / "tradeoff.csv").read_text().startswith("tau,test_acc,random_test_acc,val_acc,routed_b2,routed_b3")

@@ -144,3 +144,38 @@ def test_shared_cifar10_counts_and_published_means(shared_cifar10):
     # Two ranks split the same global batch between them.
     halves = [dd.train_batch(epoch_plan(dd.n_train, 0, 0), 0, 128, r, 2).pos for r in (0, 1)]
     assert sorted(torch.cat(halves).tolist()) == sorted(batch.pos.tolist())
+
+
+def test_images_of_other_sizes_are_refused_or_brought_to_32x32(tmp_path, capsys):
+    """data.resize: 'none' refuses a 40x64 RGBA image naming the fix; 'resize' squeezes it; 'crop' keeps
+    its centre. The mode is part of the cache key, and a training run records it in its config."""
+    from PIL import Image
+
+    from memgate.data import load_dataset
+    from memgate.data.images import _to_32
+
+    # 64 wide, 40 high: left 12 columns red, centre 40 green, right 12 blue; alpha everywhere
+    img = np.zeros((40, 64, 4), np.uint8)
+    img[:, :12, 0], img[:, 12:52, 1], img[:, 52:, 2], img[..., 3] = 255, 255, 255, 255
+    blob = io.BytesIO()
+    Image.fromarray(img, "RGBA").save(blob, format="PNG")
+    files = {"d/classes.txt": b"a\nb\n"}
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            for i in range(2):
+                files[f"d/{split}/{c}/{i}.png"] = blob.getvalue()
+    data = write_zip(tmp_path / "big.zip", files)
+    assert main(["data", "info", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "is 64x40 RGBA, expected 32x32 RGB; set data.resize=resize (squeeze) or data.resize=crop" in err
+    crop = load_dataset(data, resize="crop")
+    squeezed = load_dataset(data, resize="resize")
+    assert crop.cache != squeezed.cache and crop.x_train.shape == squeezed.x_train.shape == (4, 32, 32, 3)
+    centre = crop.x_train[0]
+    assert (centre[:, 4:28, 1] == 255).all() and (centre[:, 4:28, [0, 2]] == 0).all()  # only green in the middle
+    assert not np.array_equal(crop.x_train, squeezed.x_train)
+    left = squeezed.x_train[0][:, :4]
+    assert (left[..., 0] > 200).all()  # the squeezed image keeps its red left band (12/64 of the width)
+    assert np.array_equal(squeezed.x_train[0], np.asarray(_to_32(Image.fromarray(img, "RGBA"), "resize")))
+    assert main(["data", "info", str(data), "--resize", "crop"]) == 0
+    assert "image shape (32, 32, 3)" in capsys.readouterr().out

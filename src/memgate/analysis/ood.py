@@ -56,7 +56,11 @@ def run_ood(
     inside_name = f"{r.dataset.name} ({Path(r.dataset.source).name}, test, {len(test_x):,d})"
     result: dict = {"run": str(run), "in_distribution": inside_name, "ood": {}}
     for src in sources:
-        images = synthetic_images(src, len(test_x)) if src in SYNTHETIC else load_dataset(src).x_test
+        images = (
+            synthetic_images(src, len(test_x))
+            if src in SYNTHETIC
+            else load_dataset(src, resize=r.cfg.data.resize).x_test
+        )
         outside = ood_scores(predict(r, images))
         truth = np.r_[np.zeros(len(test_x), bool), np.ones(len(images), bool)]
         result["ood"][src] = {

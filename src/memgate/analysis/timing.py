@@ -38,6 +38,7 @@ def paired_rates(
     rounds = [(once(a, k) / k, once(b, k) / k) for _ in range(repeats)]
     return {
         "images_per_s": n / float(np.median([x for x, _ in rounds])),
+        "images_per_s_range": [n / max(x for x, _ in rounds), n / min(x for x, _ in rounds)],  # slowest, fastest
         "full_images_per_s": n / float(np.median([y for _, y in rounds])),
         "speedup": float(np.median([y / x for x, y in rounds])),
     }
@@ -71,6 +72,7 @@ def timings(r: SavedRun, timed: dict[int, list[torch.Tensor]], tau: float, repea
     t = {b: paired_speedup(r.net, batches, tau, repeats, r.autocast()) for b, batches in timed.items()}
     return {
         **{f"images_per_s_b{b}": v["images_per_s"] for b, v in t.items()},
+        "images_per_s_range": {b: v["images_per_s_range"] for b, v in t.items()},
         "speedup": {b: v["speedup"] for b, v in t.items()},
         "full_images_per_s": {b: v["full_images_per_s"] for b, v in t.items()},
     }

@@ -127,13 +127,16 @@ def tradeoff(
     val, report = _choice_sets(r, test, max_drop)
     timed = {b: timing_batches(r, test[0], b) for b in batch_sizes}
     rows = []
-    for tau in taus:
+    sizes = ", ".join(str(b) for b in batch_sizes)
+    for i, tau in enumerate(taus, 1):
+        print(f"tradeoff: tau {tau:g} ({i} of {len(taus)}): accuracy, then timing at batch {sizes}", flush=True)
         row: dict[str, Any] = {"tau": tau, **{f"test_{k}": v for k, v in _point(r, *test, tau, total, skip).items()}}
         for key, data in (("val_acc", val), ("report_acc", report)):
             if data is not None:
                 row[key] = _point(r, *data, tau, total, skip)["acc"]
         rows.append(row | timings(r, timed, tau, repeats))
     for ref in references:
+        print(f"tradeoff: timing --baseline {ref['run']} beside the full network", flush=True)
         time_reference(ref, r, test[0], batch_sizes, repeats)
     # the full network's rate: median over every point's paired full passes
     full = {f"images_per_s_b{b}": float(np.median([p["full_images_per_s"][b] for p in rows])) for b in batch_sizes}
@@ -313,7 +316,14 @@ def _plot(result: dict, png: Path, batch_sizes: tuple[int, ...]) -> None:
     ax.set(xlabel="mean MACs per image (millions)", ylabel="test accuracy (%)", title="accuracy vs compute")
     ax.legend(fontsize=8)
     for ax, b in zip(axes[1:], batch_sizes):
-        ax.plot([p[f"images_per_s_b{b}"] for p in pts], acc, "o-", label="hard gate (measured)")
+        # Measured points with the spread of their timed repeats; no line: tau order is not speed order.
+        x = np.array([p[f"images_per_s_b{b}"] for p in pts])
+        spread = [p.get("images_per_s_range", {}).get(str(b), p.get("images_per_s_range", {}).get(b)) for p in pts]
+        if all(s is not None for s in spread):
+            err = np.array([[xi - lo, hi - xi] for xi, (lo, hi) in zip(x, spread)]).T.clip(0)
+            ax.errorbar(x, acc, xerr=err, fmt="o", capsize=3, label="hard gate, tau swept (measured, range of repeats)")
+        else:
+            ax.plot(x, acc, "o", label="hard gate, tau swept (measured)")
         ax.axvline(result["full_network"][f"images_per_s_b{b}"], color="grey", ls="--", label="full network")
         for ref, marker, colour in refs:  # the same references, timed beside the full network
             ax.plot(ref["images_per_s"][b], 100 * ref["test_acc"], marker, color=colour, ms=10, label=ref["label"])

@@ -133,18 +133,19 @@ def _write_cache(folder: Path, ds: Dataset) -> Dataset:
     return Dataset(**{**ds.__dict__, "cache": str(folder)})
 
 
-def load_dataset(path: str | Path, progress: bool = False, use_cache: bool = True) -> Dataset:
-    """Load a dataset from any supported source, through the cache."""
+def load_dataset(path: str | Path, progress: bool = False, use_cache: bool = True, resize: str = "none") -> Dataset:
+    """Load a dataset from any supported source, through the cache (``resize``: data.resize, part of
+    the cache key)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data: {path} does not exist; pass a CIFAR archive (.tar.gz/.zip), an image folder or an .npz")
     try:
-        folder = cache_root(path) / f"{path.name}-{_source_key(path)}"
+        folder = cache_root(path) / f"{path.name}-{_source_key(path)}{'' if resize == 'none' else '-' + resize}"
     except OSError as e:
         raise DataError(f"data: cannot read {path} ({e.strerror}); check the path and its permissions") from None
     if use_cache:
         cached = _read_cache(folder)
         if cached is not None:
             return cached
-    ds = decode_source(path, progress)
+    ds = decode_source(path, progress, resize)
     return _write_cache(folder, ds) if use_cache else ds

@@ -1,7 +1,8 @@
 """Image-folder trees ``train/<class>/*`` + ``test/<class>/*`` (folder, zip or tar), decoded in parallel.
 
-Each image must be a 32x32 RGB picture; its size is checked from the header before any pixel is
-decoded, so a decompression bomb is refused without being expanded. Decoder worker processes die
+Each image must be a 32x32 RGB picture, or is brought to one by ``data.resize`` (squeezed, or its
+centre cropped); its size is checked from the header before any pixel is decoded, so a
+decompression bomb is refused without being expanded. Decoder worker processes die
 with their parent (Linux), so a killed `memgate data prepare` leaves no orphans behind.
 """
 
@@ -34,26 +35,52 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _decode_images(blobs: list[bytes], names: list[str]) -> np.ndarray:
+RESIZE_MODES = ("none", "resize", "crop")  # data.resize
+MAX_SOURCE_PIXELS = 4096 * 4096  # a larger image is refused from its header (no decompression bombs)
+
+
+def _to_32(im, mode: str):
+    """``im`` as 32x32 RGB: squeezed whole ("resize"), or its shorter side scaled to 32 and the centre
+    32x32 kept ("crop"); both with Pillow's antialiased bilinear filter."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    w, h = im.size
+    if mode == "crop":
+        scale = 32 / min(w, h)
+        w2, h2 = max(32, round(w * scale)), max(32, round(h * scale))
+        im = im.resize((w2, h2), Image.Resampling.BILINEAR)
+        left, top = (w2 - 32) // 2, (h2 - 32) // 2
+        return im.crop((left, top, left + 32, top + 32))
+    return im.resize((32, 32), Image.Resampling.BILINEAR)
+
+
+def _decode_images(blobs: list[bytes], names: list[str], resize: str = "none") -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     out = np.empty((len(blobs), *IMAGE_SHAPE), dtype=np.uint8)
     for i, (blob, name) in enumerate(zip(blobs, names)):
         try:
             with Image.open(io.BytesIO(blob)) as im:
-                if im.mode != "RGB" or im.size != (32, 32):  # from the header, before decoding pixels
+                exact = im.mode == "RGB" and im.size == (32, 32)  # from the header, before decoding pixels
+                if not exact and resize == "none":
                     raise DataError(
                         f"data: image {name} is {im.size[0]}x{im.size[1]} {im.mode}, expected 32x32 RGB; "
-                        "CIFAR images must be 32x32x3"
+                        "set data.resize=resize (squeeze) or data.resize=crop (centre crop) to bring it to 32x32"
+                    )
+                if im.size[0] * im.size[1] > MAX_SOURCE_PIXELS:
+                    raise DataError(
+                        f"data: image {name} is {im.size[0]}x{im.size[1]}, over {MAX_SOURCE_PIXELS:,d} pixels; "
+                        "shrink the images before use"
                     )
                 im.load()
-                out[i] = np.asarray(im)
+                out[i] = np.asarray(im if exact else _to_32(im, resize))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"data: cannot decode image {name} ({e.__class__.__name__}); the file is corrupt") from None
     return out
 
 
-def _parallel_decode(blobs: list[bytes], names: list[str], progress: bool) -> np.ndarray:
+def _parallel_decode(blobs: list[bytes], names: list[str], progress: bool, resize: str = "none") -> np.ndarray:
     from tqdm import tqdm
 
     chunk = 2500
@@ -64,11 +91,11 @@ def _parallel_decode(blobs: list[bytes], names: list[str], progress: bool) -> np
     with bar:
         if workers <= 1:
             for a, b in spans:
-                parts.append(_decode_images(blobs[a:b], names[a:b]))
+                parts.append(_decode_images(blobs[a:b], names[a:b], resize))
                 bar.update(b - a)
         else:
             with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-                jobs = pool.map(_decode_images, *zip(*[(blobs[a:b], names[a:b]) for a, b in spans]))
+                jobs = pool.map(_decode_images, *zip(*[(blobs[a:b], names[a:b], resize) for a, b in spans]))
                 for (a, b), arr in zip(spans, jobs):
                     parts.append(arr)
                     bar.update(b - a)
@@ -84,7 +111,7 @@ def _read_classes(reader: Reader, classes_file: str, path: Path) -> tuple[str, .
     return tuple(c.strip() for c in text.splitlines() if c.strip())
 
 
-def from_images(reader: Reader, path: Path, fmt: str, progress: bool) -> Dataset:
+def from_images(reader: Reader, path: Path, fmt: str, progress: bool, resize: str = "none") -> Dataset:
     names = reader.names()
     # Accept one common folder level above train/ and test/ (e.g. cifar10/train/...).
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
@@ -119,7 +146,7 @@ def from_images(reader: Reader, path: Path, fmt: str, progress: bool) -> Dataset
         files = [f for c in classes for f in sorted(splits[split][c])]
         labels = np.array([i for i, c in enumerate(classes) for _ in splits[split][c]], dtype=np.int64)
         blobs = reader.read_many(files)
-        arrays[split] = (_parallel_decode(blobs, files, progress), labels)
+        arrays[split] = (_parallel_decode(blobs, files, progress, resize), labels)
         paths[split] = tuple(files)
     dname = {10: "cifar10", 100: "cifar100"}.get(len(classes), PurePosixPath(path.name).stem)
     ds = Dataset(dname, classes, *arrays["train"], *arrays["test"], str(path), fmt, "", paths["train"])

@@ -19,7 +19,8 @@ from .pickled import from_python
 from .readers import DirReader, Reader, TarReader, ZipReader
 
 
-def decode_source(path: Path, progress: bool = False) -> Dataset:
+def decode_source(path: Path, progress: bool = False, resize: str = "none") -> Dataset:
+    """Decode any supported source; ``resize`` brings image files of other sizes to 32x32."""
     name = path.name.lower()
     if path.is_dir():
         if (path / "data_batch_1").exists() or (path / "train").is_file():
@@ -27,7 +28,7 @@ def decode_source(path: Path, progress: bool = False) -> Dataset:
         for sub in ("cifar-10-batches-py", "cifar-100-python"):
             if (path / sub).is_dir():
                 return from_python(DirReader(path / sub), path, "python-folder")
-        return from_images(DirReader(path), path, "image-folder", progress)
+        return from_images(DirReader(path), path, "image-folder", progress, resize)
     if name.endswith(".npz"):
         return from_npz(path)
     if name.endswith(".zip"):
@@ -44,4 +45,4 @@ def decode_source(path: Path, progress: bool = False) -> Dataset:
     # Only the python version has a *file* named data_batch_1 (CIFAR-10) or train (CIFAR-100).
     if any(PurePosixPath(n).name in ("data_batch_1", "train") for n in names):
         return from_python(reader, path, "python-archive")
-    return from_images(reader, path, fmt, progress)
+    return from_images(reader, path, fmt, progress, resize)

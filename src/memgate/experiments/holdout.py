@@ -87,7 +87,7 @@ def plan(
     cfg = load_config(config, [*overrides, "out=unused"])
     if cfg.data.exclude:
         raise ConfigError("holdout: the config sets data.exclude; the plan decides what each model leaves out")
-    split = make_split(load_dataset(find_data(cfg.data)), cfg.data)
+    split = make_split(load_dataset(find_data(cfg.data), resize=cfg.data.resize), cfg.data)
     held = assign(len(split.train_idx), models, ratio, folds, seed)
     seeds = cfg.seed + np.arange(len(held))
     (out / HELD_OUT).mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def open_run(run: str | Path, data_path: str | None = None, device: str = "auto"
     # Another copy of the data is only evaluated on its test split: no validation split, subset or noise.
     other = dict(path=data_path, val_size=0, train_subset=0, label_noise=0.0)
     dcfg = cfg.data if data_path is None else replace(cfg.data, **other)
-    ds = load_dataset(find_data(dcfg, download=False))
+    ds = load_dataset(find_data(dcfg, download=False), resize=dcfg.resize)
     if ds.num_classes != cfg.model.num_classes:
         raise DataError(f"data: {ds.source} has {ds.num_classes} classes, the model {cfg.model.num_classes}")
     data = DeviceData(ds, make_split(ds, dcfg), *normalization(dcfg, ds.name), dev)
@@ -154,7 +154,7 @@ def run_dataset(run: str | Path) -> Dataset:
     """The dataset a saved run trained on, as its checkpoint's config names it (never downloaded)."""
     path = Path(run)
     cfg = ckpt_io.checkpoint_config(ckpt_io.load(path), path)
-    return load_dataset(find_data(cfg.data, download=False))
+    return load_dataset(find_data(cfg.data, download=False), resize=cfg.data.resize)
 
 
 @dataclass

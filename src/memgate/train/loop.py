@@ -72,7 +72,7 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         self.log("loading data ...")
-        ds = load_dataset(find_data(cfg.data), progress=self.tty)
+        ds = load_dataset(find_data(cfg.data), progress=self.tty, resize=cfg.data.resize)
         if ds.num_classes != cfg.model.num_classes:
             raise DataError(
                 f"data: {ds.source} has {ds.num_classes} classes but model.num_classes={cfg.model.num_classes}; "
