@@ -28,7 +28,9 @@ def test_demo_runs_end_to_end_on_small_data(npz, tmp_path, capsys):
         assert row["epoch"] == r["epoch"] and row["test_acc"] == r["test_acc"] and row["g_mean"] == r["g_mean"]
         assert row["wrong_labels_fitted"] == r["train_acc_noisy"]
         gg = g["g_b3"][e].astype(np.float64)
-        assert abs(row["g_noisy"] - gg[g["noisy"]].mean()) < 1e-6 and abs(row["g_clean"] - gg[~g["noisy"]].mean()) < 1e-6
+        assert (
+            abs(row["g_noisy"] - gg[g["noisy"]].mean()) < 1e-6 and abs(row["g_clean"] - gg[~g["noisy"]].mean()) < 1e-6
+        )
 
 
 def test_the_demo_recipe_stops_after_one_lr_drop():

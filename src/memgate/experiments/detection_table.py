@@ -27,11 +27,13 @@ NOISE_COLUMNS = (
 )
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], n: int | None = None) -> str:
+    """mean ± std of a cell; ``(n=k)`` when it has fewer seeds than its row's ``n``."""
     if not values:
         return "-"
     std = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
-    return f"{np.mean(values):.3f}{std}"
+    fewer = f" (n={len(values)})" if n is not None and len(values) < n else ""
+    return f"{np.mean(values):.3f}{std}{fewer}"
 
 
 def noise_rows(meta: dict[str, Any], results: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict[str, list]]]:
@@ -71,12 +73,19 @@ def detection_markdown(meta: dict[str, Any], results: dict[str, list[dict]]) -> 
             *md_table(
                 ["variant", "n", *cols],
                 (
-                    [name, max(len(v) for v in row.values()), *(_mean_std(row.get(c, [])) for c in cols)]
+                    [name, (n := max(len(v) for v in row.values())), *(_mean_std(row.get(c, []), n) for c in cols)]
                     for name, row in table.items()
                 ),
             ),
             "",
         ]
+        if "cleanlab" in cols:
+            lines += [
+                "cleanlab's label-quality score (the final softmax's probability of the given label) orders the "
+                "samples as the final-epoch loss does (-log of that probability), so its AUROC is loss_final's; "
+                "a cell with fewer seeds than its row says (n=k).",
+                "",
+            ]
     lines += _ood_markdown(meta, results)
     return lines
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import schema
-from ..analysis.figures import save, subplots
+from ..analysis.figures import colormap, save, subplots
 from ..analysis.gates import plot_g_histograms, plot_top_g_images
 from ..analysis.memorisation import run_fit
 from ..atomic import write_text
@@ -343,16 +343,18 @@ def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> 
     n_panels = len(CURVES) + noisy
     fig, axes = subplots(2, (n_panels + 1) // 2, figsize=(7 * ((n_panels + 1) // 2), 9), squeeze=False)
     panels = list(axes.flat)
-    for v in meta["variants"]:
+    palette = colormap("tab10").colors
+    for i, v in enumerate(meta["variants"]):
+        colour = palette[i % len(palette)]  # one colour per variant in every panel
         metrics = [read_metrics(r["run"]) for r in results.get(v["name"], [])]
         for ax, (key, _, scale) in zip(panels, CURVES):
             rows = [[m for m in ms if m.get(key) is not None] for ms in metrics]
             if rows and all(rows):
                 x = [[m["epoch"] for m in rs] for rs in rows]
-                _mean_std(ax, x, [[m[key] for m in rs] for rs in rows], v["name"], scale)
+                _mean_std(ax, x, [[m[key] for m in rs] for rs in rows], v["name"], scale, colour)
         if noisy and fits[v["name"]]:
             mem = [f["train_acc_noisy"] for f in fits[v["name"]]]
-            _mean_std(panels[len(CURVES)], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"], 100)
+            _mean_std(panels[len(CURVES)], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"], 100, colour)
     for ax, (_, label, _) in zip(panels, CURVES):
         ax.set(xlabel="epoch", ylabel=label, title=f"{label}: mean, std over seeds")
     if noisy:
@@ -372,13 +374,15 @@ def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> 
     return png.name
 
 
-def _mean_std(ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str, scale: float = 100) -> None:
+def _mean_std(
+    ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str, scale: float = 100, color: Any = None
+) -> None:
     """One variant's curve over seeds (times ``scale``): the mean, and the std band when there are
     several; a curve of one or two points is drawn as markers, so that a single epoch shows."""
     n = min(len(c) for c in curves)
     arr = scale * np.array([c[:n] for c in curves], dtype=np.float64)
     x, mean = epochs[0][:n], arr.mean(0)
-    ax.plot(x, mean, marker="o" if n <= 2 else None, label=f"{name} (n={len(curves)})")
+    (line,) = ax.plot(x, mean, marker="o" if n <= 2 else None, color=color, label=f"{name} (n={len(curves)})")
     if len(curves) > 1:
         sd = arr.std(0, ddof=1)
-        ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
+        ax.fill_between(x, mean - sd, mean + sd, alpha=0.2, color=line.get_color())
