@@ -706,9 +706,10 @@ def test_a_run_with_a_damaged_summary_is_rebuilt_not_reported(npz, finished, tmp
         ),
         (lambda p, idx: np.savez(p, indices=idx, scores=np.full(len(idx), np.inf)), "holds a non-finite score"),
         (
-            lambda p, idx: np.savez(p, indices=idx[:5], scores=np.zeros(5)),
-            "all 5 scores of this run's samples are equal",
+            lambda p, idx: np.savez(p, indices=idx, scores=np.zeros(len(idx))),
+            "scores of this run's samples are equal",
         ),
+        (lambda p, idx: np.savez(p, indices=idx[:5], scores=np.arange(5.0)), "covers 5 of this run's"),
         (lambda p, idx: os.symlink("/dev/zero", p), "is not a regular file"),
         (lambda p, idx: _huge_npz(p), "claims shape (10000000000000,)"),
     ],
@@ -739,6 +740,7 @@ def test_a_valid_float16_scores_file_is_read(finished, tmp_path, capsys):
         ("x.npy", lambda p: np.save(p, np.array([2**64 - 1], np.uint64)), "lists 18446744073709551615"),
         ("x.txt", lambda p: p.write_text("99999999999999999999999\n"), "lists 99999999999999991611392"),
         ("x.npy", lambda p: np.savez(open(p, "wb"), a=np.zeros(3)), "is an .npz archive, not a .npy array"),
+        ("x.txt", lambda p: p.write_text("[3, 9, 27]\n"), "has a header line ([3,9,27]) and no rows"),
     ],
 )
 def test_bad_exclude_files(npz, tmp_path, capsys, name, make, needle):
@@ -746,6 +748,24 @@ def test_bad_exclude_files(npz, tmp_path, capsys, name, make, needle):
     (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / name}").to_toml())
     fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], needle)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_an_exclude_file_whose_labels_belong_to_other_samples_is_refused(npz, tmp_path, capsys):
+    """suspects.csv carries each index's label; a file made for another dataset order disagrees."""
+    from memgate.data import load_dataset, make_split
+
+    cfg = tiny(npz, tmp_path / "run")
+    split = make_split(load_dataset(npz), cfg.data)
+    idx, lab = split.train_idx[:20], split.train_labels[:20]
+    rows = "".join(f"{i},{(y + 1) % 10}\n" for i, y in zip(idx, lab))
+    (tmp_path / "wrong.csv").write_text("index,label\n" + rows)
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run", f"data.exclude={tmp_path / 'wrong.csv'}").to_toml())
+    fails_cleanly(
+        capsys, ["train", "-c", tmp_path / "c.toml"], "its label column disagrees with this run's labels on 100.0%"
+    )
+    (tmp_path / "right.csv").write_text("index,label\n" + "".join(f"{i},{y}\n" for i, y in zip(idx, lab)))
+    right = tiny(npz, tmp_path / "run2", f"data.exclude={tmp_path / 'right.csv'}").data
+    assert len(make_split(load_dataset(npz), right).train_idx) == len(split.train_idx) - 20
 
 
 @pytest.mark.parametrize(

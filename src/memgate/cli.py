@@ -111,7 +111,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analyze import analyze_run
 
-    print(analyze_run(args.run, args.out, external=args.scores, suspects=args.suspects, by=args.by, force=args.force))
+    text = analyze_run(
+        args.run,
+        args.out,
+        external=args.scores,
+        suspects=args.suspects,
+        by=args.by,
+        force=args.force,
+        partial=args.partial,
+    )
+    print(text)
     return 0
 
 
@@ -285,7 +294,14 @@ def _add_analysis_commands(sub) -> None:
     sp = sub.add_parser("analyze", help="where the gate sends training samples: Figure 2, noisy vs clean, top-g images")
     sp.add_argument("run", help="run directory")
     sp.add_argument("-o", "--out", default=None, help="folder for the figures (default: the run)")
-    sp.add_argument("--scores", default=None, metavar="FILE.npz", help="external per-sample scores to compare")
+    sp.add_argument(
+        "--scores",
+        default=None,
+        metavar="FILE.npz",
+        help="external per-sample scores to compare: 'scores' keyed by dataset index ('indices', else position) "
+        "or, for image folders, by 'paths'; optional 'labels' are checked against the run's",
+    )
+    sp.add_argument("--partial", action="store_true", help="--scores may cover only some of the run's training samples")
     sp.add_argument(
         "--suspects", type=count(0), default=0, metavar="N", help="write suspects.csv/.png: the N most suspicious"
     )

@@ -129,14 +129,12 @@ def test_exclude_of_a_validation_index_names_the_validation_split(npz, tmp_path,
     assert "which is the validation split" in capsys.readouterr().err
 
 
-def test_suspects_of_an_image_folder_name_their_files_and_classes(tmp_path, capsys):
-    """A 3-class image-folder dataset: each suspect's file inside the archive and its class names; the
-    hardest and easiest classes are never the same classes; ranking by g gives g one column."""
+def _rgb_run(tmp_path):
+    """A gated run on a 3-class image-folder zip (classes red, green, blue; 32 training images each)."""
     from datafactory import image_tree_files, write_zip
 
     rng = np.random.default_rng(0)
     colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
-    names = ["red", "green", "blue"]
 
     def make(n):
         y = np.repeat(np.arange(3), n // 3)
@@ -144,9 +142,36 @@ def test_suspects_of_an_image_folder_name_their_files_and_classes(tmp_path, caps
         return x, y
 
     (xtr, ytr), (xte, yte) = make(96), make(30)
-    data = write_zip(tmp_path / "rgb.zip", image_tree_files(xtr, ytr, xte, yte, names=names, prefix="rgb/"))
+    data = write_zip(tmp_path / "rgb.zip", image_tree_files(xtr, ytr, xte, yte, names=RGB, prefix="rgb/"))
     over = ["model.num_classes=3", f"data.path={data}", "data.val_size=0", "train.epochs=1", "train.batch_size=32"]
     run_training(tiny(data, tmp_path / "run", *over))
+    return tmp_path / "run"
+
+
+RGB = ["red", "green", "blue"]
+
+
+def test_a_score_file_of_an_image_folder_may_be_keyed_by_file_paths(tmp_path, capsys):
+    run = _rgb_run(tmp_path)
+    sig = read_signals(run)
+    files = [f"rgb/train/{RGB[c]}/{i:05d}.png" for i, c in enumerate(sig["clean_labels"])]  # by dataset index
+    order = np.random.default_rng(1).permutation(len(files))
+    loss = sig["loss"][-1].astype(np.float64)
+    np.savez(tmp_path / "by_path.npz", paths=np.array(files)[order], scores=loss[order])
+    assert main(["analyze", str(run), "-o", str(tmp_path / "o"), "--scores", str(tmp_path / "by_path.npz")]) == 0
+    res = json.loads((tmp_path / "o" / "external_scores.json").read_text())
+    assert res["n"] == len(files) and res["spearman"]["loss_final"] == pytest.approx(1.0)
+    np.savez(tmp_path / "elsewhere.npz", paths=np.array([f"other/{f}" for f in files]), scores=loss)
+    capsys.readouterr()
+    assert main(["analyze", str(run), "-o", str(tmp_path / "o2"), "--scores", str(tmp_path / "elsewhere.npz")]) == 2
+    assert "covers 0 of this run's 96 training samples" in capsys.readouterr().err
+
+
+def test_suspects_of_an_image_folder_name_their_files_and_classes(tmp_path, capsys):
+    """A 3-class image-folder dataset: each suspect's file inside the archive and its class names; the
+    hardest and easiest classes are never the same classes; ranking by g gives g one column."""
+    _rgb_run(tmp_path)
+    names = RGB
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "run"), "--suspects", "6"]) == 0
     out = capsys.readouterr().out
@@ -162,3 +187,37 @@ def test_suspects_of_an_image_folder_name_their_files_and_classes(tmp_path, caps
         i, label = int(r["index"]), int(r["label"])
         assert r["path"] == f"rgb/train/{names[label]}/{i:05d}.png" and r["label_name"] == names[label]
         assert r["predicted_name"] == names[int(r["predicted"])]
+
+
+def test_a_score_file_keyed_to_other_samples_is_refused(noisy_run, tmp_path, capsys):
+    """Scores in the run's own column order (the natural mistake) are keyed as dataset indices 0..N-1,
+    which cover only some of the run's samples: refused, saying how keys are read; --partial compares
+    on the covered ones; labels that disagree with the run's (another order of the data) are refused."""
+    sig = read_signals(noisy_run)
+    n, idx = len(sig["indices"]), sig["indices"]
+    np.savez(tmp_path / "own_order.npz", scores=np.arange(n, dtype=np.float64))
+    assert (
+        main(["analyze", str(noisy_run), "-o", str(tmp_path / "o1"), "--scores", str(tmp_path / "own_order.npz")]) == 2
+    )
+    err = capsys.readouterr().err
+    covered = int(np.isin(np.arange(n), idx).sum())
+    assert f"covers {covered:,d} of this run's {n:,d} training samples" in err
+    assert "its keys are read as dataset index ('indices', else the position in 'scores')" in err
+    assert "or pass --partial" in err and not (tmp_path / "o1").exists()
+    argv = ["analyze", str(noisy_run), "-o", str(tmp_path / "o2"), "--scores", str(tmp_path / "own_order.npz")]
+    assert main([*argv, "--partial"]) == 0
+    assert json.loads((tmp_path / "o2" / "external_scores.json").read_text())["n"] == covered
+    # the right keys, with labels: accepted with the run's original labels or its given (noisy) ones ...
+    scores_ = np.linspace(0, 1, n)
+    for name, labels in (("clean", sig["clean_labels"]), ("given", sig["labels"])):
+        np.savez(tmp_path / f"{name}.npz", indices=idx, scores=scores_, labels=labels)
+        assert (
+            main(["analyze", str(noisy_run), "-o", str(tmp_path / name), "--scores", str(tmp_path / f"{name}.npz")])
+            == 0
+        )
+    # ... and refused when they belong to other samples (the same keys in another dataset order)
+    np.savez(tmp_path / "other.npz", indices=idx, scores=scores_, labels=np.roll(sig["clean_labels"], 7))
+    capsys.readouterr()
+    assert main(["analyze", str(noisy_run), "-o", str(tmp_path / "o3"), "--scores", str(tmp_path / "other.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "its labels disagree with this run's on" in err and "keyed to other samples" in err

@@ -14,7 +14,7 @@ from ..errors import RunError
 from ..outputs import claim, record
 from ..train.rundir import CHECKPOINT, GATES, SIGNALS, present, read_run_arrays
 from .detection import analyze_detection, scores
-from .external import compare_external, read_external
+from .external import compare_external, read_external, run_labels
 from .gates import analyze_gates
 from .memorisation import analyze_memorisation
 from .suspects import check_by, write_suspects
@@ -27,6 +27,7 @@ def analyze_run(
     suspects: int = 0,
     by: str | None = None,
     force: bool = False,
+    partial: bool = False,
 ) -> str:
     """Figures and a text summary of a run; returns the text. ``external``: an .npz of per-sample
     scores to compare; ``suspects``: export that many most suspicious samples, ranked ``by`` a score.
@@ -41,8 +42,11 @@ def analyze_run(
         )
     signals, gates = read_run_arrays(run) if present(run, SIGNALS) else (None, None)
     score_map = scores(signals, gates) if signals else {}
+    paths: tuple[str, ...] = ()
     if external:
-        read_external(external, signals["indices"])  # a bad file fails here, before any output
+        paths = _train_paths(run)
+        # a bad file, or one keyed to other samples, fails here, before any output
+        read_external(external, signals["indices"], run_labels(signals), paths, partial)
     if suspects:
         check_by(score_map, by)
     out_dir = claim(out or run, run, "analyze", force)
@@ -51,8 +55,19 @@ def analyze_run(
         lines += analyze_memorisation(run, out_dir)
         lines += analyze_detection(run, out_dir)
         if external:
-            lines += compare_external(external, signals, score_map, out_dir)
+            lines += compare_external(external, signals, score_map, out_dir, paths, partial)
         if suspects:
             lines += write_suspects(run, out_dir, signals, score_map, suspects, by)
     record(out_dir, run, "analyze")
     return "\n".join(lines)
+
+
+def _train_paths(run: Path) -> tuple[str, ...]:
+    """The training files of the run's dataset (image folders), to read a score file keyed by paths."""
+    from ..errors import MemgateError
+    from ..train.evaluate import run_dataset
+
+    try:
+        return run_dataset(run).train_paths
+    except MemgateError:  # the data are not here: keys by index still work
+        return ()

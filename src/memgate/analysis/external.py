@@ -28,9 +28,53 @@ FIGURE_SCORES = (
 )
 
 
-def read_external(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in the run's columns, scores) from an .npz holding ``scores`` indexed by dataset
-    training index, or ``indices`` + ``scores``: both 1-D, real numbers, integer indices >= 0."""
+MAX_LABEL_MISMATCH = 0.01  # a file whose labels disagree on more of the matched samples is keyed to others
+
+
+def _keys(arrays: dict[str, np.ndarray], n: int, path: str | Path, paths: tuple[str, ...]) -> np.ndarray:
+    """The dataset index of each score: ``indices``, else ``paths`` (files of an image-folder
+    dataset, as memgate lists them), else the scores' positions."""
+    if "indices" in arrays and "paths" in arrays:
+        raise DataError(f"scores: {path} has both 'indices' and 'paths'; keep one key")
+    if "paths" in arrays:
+        names = arrays["paths"]
+        if names.ndim != 1 or names.dtype.kind != "U" or len(names) != n:
+            raise DataError(f"scores: {path}: 'paths' must be 1-D strings, one per score")
+        if not paths:
+            raise DataError(
+                f"scores: {path} is keyed by file paths, but this run's data has no files (not an image folder); "
+                "key it by dataset index ('indices')"
+            )
+        where = {p: i for i, p in enumerate(paths)}
+        return np.array([where.get(str(x).removeprefix("./"), -1) for x in names], dtype=np.int64)
+    ext_idx = arrays.get("indices", np.arange(n))
+    if ext_idx.ndim != 1 or ext_idx.dtype.kind not in "iu" or len(ext_idx) != n:
+        raise DataError(
+            f"scores: {path}: 'indices' must be 1-D integers, one per score "
+            f"(it is {ext_idx.dtype} of shape {ext_idx.shape}, 'scores' ({n},))"
+        )
+    if n and (ext_idx.min() < 0 or ext_idx.max() > np.iinfo(np.int64).max):
+        raise DataError(
+            f"scores: {path}: 'indices' holds {ext_idx.min() if ext_idx.min() < 0 else ext_idx.max()}, "
+            "not a dataset index"
+        )
+    return ext_idx.astype(np.int64)
+
+
+def read_external(
+    path: str | Path,
+    indices: np.ndarray,
+    labels: tuple[np.ndarray, ...] = (),
+    paths: tuple[str, ...] = (),
+    partial: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the run's columns, scores) from an .npz holding ``scores`` keyed by dataset
+    training index (its position, or ``indices``; for an image-folder dataset also ``paths``, the
+    files as memgate lists them). It must cover every training sample of the run (``indices``)
+    unless ``partial``; when it holds ``labels``, they must agree with one of the run's label arrays
+    (``labels``, by column: the original labels, the given ones) on all but 1% of the matched samples.
+    Either failure means the file is keyed to other samples: a result computed on them would be
+    silently wrong, so it is refused."""
     fix = "save it with numpy.savez(file, scores=..., indices=...)"
     arrays = read_user_arrays(path, "scores", fix)
     if "" in arrays:
@@ -41,28 +85,41 @@ def read_external(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np
     if raw.ndim != 1 or raw.dtype.kind not in "biuf":
         raise DataError(f"scores: {path}: 'scores' is {raw.dtype} of shape {raw.shape}; it must be 1-D real numbers")
     scores = raw.astype(np.float64)
-    ext_idx = arrays.get("indices", np.arange(len(scores)))
-    if ext_idx.ndim != 1 or ext_idx.dtype.kind not in "iu" or len(ext_idx) != len(scores):
-        raise DataError(
-            f"scores: {path}: 'indices' must be 1-D integers, one per score "
-            f"(it is {ext_idx.dtype} of shape {ext_idx.shape}, 'scores' {raw.shape})"
-        )
-    if len(ext_idx) and (ext_idx.min() < 0 or ext_idx.max() > np.iinfo(np.int64).max):
-        raise DataError(
-            f"scores: {path}: 'indices' holds {ext_idx.min() if ext_idx.min() < 0 else ext_idx.max()}, "
-            "not a dataset index"
-        )
-    if len(np.unique(ext_idx)) != len(ext_idx) or not np.isfinite(scores).all():
-        raise DataError(f"scores: {path} repeats an index or holds a non-finite score")
-    ext_idx = ext_idx.astype(np.int64)
+    ext_idx = _keys(arrays, len(scores), path, paths)
+    matched = ext_idx[ext_idx >= 0]
+    if len(np.unique(matched)) != len(matched) or not np.isfinite(scores).all():
+        raise DataError(f"scores: {path} repeats a key or holds a non-finite score")
     known = np.isin(ext_idx, indices)  # the run's ``indices`` are sorted: positions by binary search
-    if known.sum() < 3:
+    covered, n_run = int(known.sum()), len(indices)
+    how = "file paths ('paths')" if "paths" in arrays else "dataset index ('indices', else the position in 'scores')"
+    if paths and "paths" not in arrays:
+        how += "; in this image-folder dataset the index of a file is its place among the sorted files"
+    if covered < 3 or (covered < n_run and not partial):
         raise DataError(
-            f"scores: {path} scores {known.sum()} of this run's training samples; index it by dataset index"
+            f"scores: {path} covers {covered:,d} of this run's {n_run:,d} training samples "
+            f"({100 * covered / max(n_run, 1):.1f}%); its keys are read as {how}; key it to this run's "
+            "samples" + ("" if covered < 3 else ", or pass --partial to compare on the covered ones")
         )
+    pos = np.searchsorted(indices, ext_idx[known])
+    if "labels" in arrays and labels:
+        theirs = arrays["labels"]
+        if theirs.ndim != 1 or theirs.dtype.kind not in "iu" or len(theirs) != len(scores):
+            raise DataError(f"scores: {path}: 'labels' must be 1-D integers, one per score")
+        wrong = min(float((theirs[known].astype(np.int64) != mine[pos]).mean()) for mine in labels)
+        if wrong > MAX_LABEL_MISMATCH:
+            raise DataError(
+                f"scores: {path}: its labels disagree with this run's on {100 * wrong:.1f}% of the "
+                f"{covered:,d} matched samples: the file is keyed to other samples (another order of the "
+                f"dataset?); its keys are read as {how}"
+            )
     if np.ptp(scores[known]) == 0:
-        raise DataError(f"scores: {path}: all {known.sum()} scores of this run's samples are equal; nothing to rank")
-    return np.searchsorted(indices, ext_idx[known]), scores[known]
+        raise DataError(f"scores: {path}: all {covered} scores of this run's samples are equal; nothing to rank")
+    return pos, scores[known]
+
+
+def run_labels(signals: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The label arrays a score file's ``labels`` may match: the original ones and the given ones."""
+    return (signals["clean_labels"], signals["labels"])
 
 
 def within_class_spearman(score: np.ndarray, ext: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -77,10 +134,17 @@ def within_class_spearman(score: np.ndarray, ext: np.ndarray, labels: np.ndarray
     return {"mean": mean, "per_class": per_class}
 
 
-def compare_external(path: str | Path, signals: dict, score_map: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+def compare_external(
+    path: str | Path,
+    signals: dict,
+    score_map: dict[str, np.ndarray],
+    out_dir: Path,
+    paths: tuple[str, ...] = (),
+    partial: bool = False,
+) -> list[str]:
     """Spearman (overall and within class) of the external score with every memgate score, its AUROC
     for injected noise, and a figure: each score's mean percentile per decile of the external score."""
-    pos, ext = read_external(path, signals["indices"])
+    pos, ext = read_external(path, signals["indices"], run_labels(signals), paths, partial)
     labels = signals["labels"][pos]
     # a memgate score constant over these samples (forgetting events of a short run) has no rank: None
     rho = {k: float(spearmanr(v[pos], ext).statistic) if np.ptp(v[pos]) else None for k, v in score_map.items()}

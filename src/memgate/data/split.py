@@ -58,7 +58,9 @@ def make_split(ds: Dataset, dcfg: DataConfig) -> Split:
     noisy_labels, mask = apply_label_noise(clean, ds.num_classes, dcfg.label_noise, dcfg.noise_type, dcfg.noise_seed)
     split = Split(train_idx, val_idx, noisy_labels, clean, mask)
     # Noise is drawn before exclusion, so a retrain without some samples keeps the others' labels.
-    return exclude(split, read_indices(dcfg.exclude), dcfg.exclude) if dcfg.exclude else split
+    if not dcfg.exclude:
+        return split
+    return exclude(split, read_indices(dcfg.exclude), dcfg.exclude, read_labels(dcfg.exclude))
 
 
 def read_indices(path: str | Path) -> np.ndarray:
@@ -90,17 +92,38 @@ def read_indices(path: str | Path) -> np.ndarray:
     return raw.astype(np.int64)
 
 
-def _csv_column(text: str, what: str) -> list[float]:
+def _csv_column(text: str, what: str, name: str = "index") -> list[float] | None:
+    """The column ``name`` of a CSV with a header (the first column for "index"; None if absent),
+    or the first column of one without."""
     rows = [r.split(",") for r in text.splitlines() if r.strip()]
-    col = 0
+    col: int | None = 0
     if rows and not _is_number(rows[0][0]):  # a header
         names = [c.strip() for c in rows[0]]
-        col = names.index("index") if "index" in names else 0
+        col = names.index(name) if name in names else (0 if name == "index" else None)
         rows = rows[1:]
+        if not rows:
+            raise DataError(
+                f"{what} has a header line ({','.join(names)[:40]}) and no rows; list one index per line, "
+                "e.g. a column 'index' with a row per sample"
+            )
         for i, r in enumerate(rows, 2):
             if len(r) != len(names):
                 raise DataError(f"{what}: row {i} has {len(r)} fields, its header {len(names)}; fix that row")
-    return [float(r[col]) for r in rows]
+    elif name != "index":
+        return None
+    return None if col is None else [float(r[col]) for r in rows]
+
+
+def read_labels(path: str | Path) -> np.ndarray | None:
+    """The ``label`` column of a CSV data.exclude file (suspects.csv has one), else None."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".csv":
+        return None
+    try:
+        labels = _csv_column(p.read_text(encoding="utf-8"), f"data: data.exclude={path}", "label")
+    except (OSError, ValueError):
+        return None  # read_indices has said what is wrong with the file
+    return None if labels is None else np.asarray(labels, dtype=np.int64)
 
 
 def _is_number(text: str) -> bool:
@@ -111,9 +134,10 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def exclude(split: Split, drop: np.ndarray, source: str) -> Split:
+def exclude(split: Split, drop: np.ndarray, source: str, labels: np.ndarray | None = None) -> Split:
     """``split`` without the training samples whose dataset index is in ``drop``; every index must
-    be one of the split's training samples (anything else is a mistake worth stopping for)."""
+    be one of the split's training samples, and ``labels`` (the file's label column, if it has
+    one) must be theirs: anything else means the file was made for other samples."""
     unknown = np.setdiff1d(drop, split.train_idx)
     if len(unknown):
         where = "the validation split" if np.isin(unknown[0], split.val_idx) else "no training sample of this run"
@@ -121,6 +145,16 @@ def exclude(split: Split, drop: np.ndarray, source: str) -> Split:
             f"data: data.exclude={source} lists index {int(unknown[0])}, which is {where} "
             f"({len(unknown)} such); list indices of this run's training split (suspects.csv gives them)"
         )
+    if labels is not None and len(labels) == len(drop):
+        order = np.argsort(split.train_idx)
+        pos = order[np.searchsorted(split.train_idx[order], drop)]
+        mine = (split.train_labels[pos], split.clean_labels[pos])
+        wrong = min(float((labels != m).mean()) for m in mine)
+        if wrong > 0.01:
+            raise DataError(
+                f"data: data.exclude={source}: its label column disagrees with this run's labels on "
+                f"{100 * wrong:.1f}% of the listed samples: it was made for other samples (another dataset or order)"
+            )
     keep = ~np.isin(split.train_idx, drop)
     if not keep.any():
         raise DataError(f"data: data.exclude={source} drops every training sample; nothing would be left to train on")
