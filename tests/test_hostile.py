@@ -805,3 +805,50 @@ def test_a_linked_history_file_is_refused(tmp_path):
     (tmp_path / "loss.npy").symlink_to(real)
     with pytest.raises(RunError, match="is a symbolic link"):
         read_rows(tmp_path / "loss.npy", 2)
+
+
+def test_a_damaged_npz_of_a_finished_run_names_a_repair_that_works(finished, tmp_path, capsys):
+    """A finished run's histories live only in its npz files: `memgate train` cannot rewrite them."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "signals.npz").write_bytes(b"PK\x03\x04 not a zip")
+    err = fails_cleanly(capsys, ["analyze", run, "-o", tmp_path / "o"], "exist only in this file", root=run)
+    assert "restore it from a copy, or retrain the run (memgate train --force)" in err
+    assert "run `memgate train` on the run again" not in err
+
+
+def test_a_folder_given_as_a_grid_or_config_is_named_as_a_folder(tmp_path, capsys):
+    fails_cleanly(capsys, ["sweep", tmp_path, "--dry-run"], f"{tmp_path} is a folder, not a TOML file")
+    fails_cleanly(capsys, ["train", "-c", tmp_path], f"{tmp_path} is a folder, not a TOML file")
+
+
+def test_batch_sizes_error_gives_an_example_of_batch_sizes(finished, capsys):
+    err = fails_cleanly(capsys, ["tradeoff", finished, "--batch-sizes", "0.5"], "must be comma-separated whole numbers")
+    assert "e.g. 1,256" in err
+
+
+def test_outputs_never_land_in_another_run_or_its_kept_results(finished, npz, tmp_path, capsys):
+    """report -o into a run's folder, scores -o into another run's kept results (summary.json copied
+    without checkpoint or config), report -o into another grid's report: refused, nothing changed."""
+    import shutil
+
+    other = tmp_path / "other"
+    run_training(tiny(npz, other, "train.epochs=1", "seed=1"))
+    grid = tmp_path / "grid" / "gated" / "seed0"
+    shutil.copytree(finished, grid)
+    fails_cleanly(capsys, ["report", tmp_path / "grid", "-o", other], "is the folder of another run", root=other)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("summary.json", "metrics.jsonl"):
+        shutil.copy(other / name, kept / name)
+    fails_cleanly(capsys, ["scores", finished, "-o", kept], f"keeps the results of another run ({other})", root=kept)
+    assert main(["report", str(tmp_path / "grid"), "-o", str(tmp_path / "rep")]) == 0
+    shutil.copytree(finished, tmp_path / "grid2" / "gated" / "seed0")
+    fails_cleanly(
+        capsys,
+        ["report", tmp_path / "grid2", "-o", tmp_path / "rep"],
+        "holds the report results of",
+        root=tmp_path / "rep",
+    )

@@ -89,6 +89,13 @@ def _mutations(theirs):
             {"state_dict": {**theirs, "bn1.num_batches_tracked": torch.tensor(5)}},
             "num_batches_tracked for 1 of its 19 BatchNorm layers",
         ),
+        "0-d linear.weight": ({"state_dict": {**theirs, "linear.weight": torch.tensor(1.0)}}, "is not a matrix"),
+        "complex weights": (
+            {"state_dict": {**theirs, "conv1.weight": theirs["conv1.weight"].to(torch.complex64)}},
+            "holds complex tensors",
+        ),
+        "meta tensors": ({"state_dict": {k: v.to("meta") for k, v in theirs.items()}}, "holds meta tensors"),
+        "a memgate checkpoint": ({"model": {"a": torch.zeros(1)}, "config": {}}, "is a memgate checkpoint already"),
     }
 
 

@@ -142,7 +142,9 @@ def _floats(text: str, what: str, cast=float) -> tuple:
     try:
         return tuple(cast(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"{what} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
+        example = "1,256" if cast is int else "0.1,0.5"
+        kind = "whole numbers" if cast is int else "numbers"
+        raise ConfigError(f"{what} {text!r} must be comma-separated {kind}, e.g. {example}") from None
 
 
 def cmd_tradeoff(args: argparse.Namespace) -> int:
@@ -213,7 +215,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments.report import report
 
-    report(args.runs_dir, out=args.out, grid=args.grid)
+    report(args.runs_dir, out=args.out, grid=args.grid, force=args.force)
     return 0
 
 
@@ -399,6 +401,7 @@ def _add_experiment_commands(sub) -> None:
     sp.add_argument(
         "--grid", default=None, help="grid file whose variants and baselines to use (default: RUNS_DIR/grid.json)"
     )
+    sp.add_argument("--force", action="store_true", help="write into an -o folder holding another grid's report")
     sp.set_defaults(func=cmd_report)
 
 

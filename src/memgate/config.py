@@ -236,6 +236,8 @@ def _set(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {p} is a folder, not a TOML file (pass a file, e.g. configs/baseline.toml)")
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p} (pass an existing TOML file, e.g. configs/baseline.toml)")
     try:

@@ -39,13 +39,30 @@ def run_folder(run: str | Path) -> Path:
     return run if run.is_dir() else run.parent
 
 
+def _kept_run(out_dir: Path) -> str | None:
+    """The run whose kept results a folder holds (its copied summary.json names it), else None."""
+    try:
+        out = json.loads((out_dir / "summary.json").read_text()).get("out")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return out if isinstance(out, str) else None
+
+
 def claim(out_dir: str | Path, run: str | Path, command: str, force: bool = False) -> Path:
-    """``out_dir`` (created), checked to be this run's to write; a one-line RunError otherwise."""
+    """``out_dir`` (created), checked to be this run's to write; a one-line RunError otherwise: a
+    folder of another run, one keeping another run's results (its summary.json names that run), or
+    one holding this command's results for another run."""
     out_dir, mine = Path(out_dir), run_folder(run)
     if not force and out_dir.exists() and _key(out_dir) != _key(mine):
         if any((out_dir / m).exists() for m in RUN_MARKERS):
             raise RunError(
                 f"{command}: -o {out_dir} is the folder of another run; choose another -o folder, or --force"
+            )
+        kept = _kept_run(out_dir)
+        if kept is not None and _key(Path(kept)) != _key(mine):
+            raise RunError(
+                f"{command}: -o {out_dir} keeps the results of another run ({kept}); choose another -o folder, "
+                "or --force"
             )
         owner = _owners(out_dir).get(command)
         if owner is not None and owner != _key(mine):

@@ -31,12 +31,24 @@ MAX_DEPTH = 1202  # the deepest of the public CIFAR ResNets
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and "model" in obj and "config" in obj:
+        raise CheckpointError(
+            f"import: {path} is a memgate checkpoint already; use its run folder directly (memgate eval, "
+            "train.init=...), no import needed"
+        )
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"import: {path} holds no state dict of tensors; it is no checkpoint memgate knows")
     if any(v.layout != torch.strided for v in sd.values()):
         raise CheckpointError(f"import: {path} holds sparse tensors; a CIFAR ResNet checkpoint has dense ones")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    if any(v.is_meta for v in sd.values()):
+        raise CheckpointError(f"import: {path} holds meta tensors (shapes without data); it holds no weights")
+    if any(v.is_complex() for v in sd.values()):
+        raise CheckpointError(f"import: {path} holds complex tensors; a CIFAR ResNet's weights are real")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if "linear.weight" in sd and sd["linear.weight"].dim() != 2:
+        raise CheckpointError(f"import: {path}: linear.weight is not a matrix (classes x 64); the file is damaged")
+    return sd
 
 
 def _memgate_key(key: str) -> str | None:

@@ -20,6 +20,7 @@ from ..analysis.memorisation import run_fit
 from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
+from ..outputs import claim, record
 from ..train.evaluate import run_dataset
 from ..train.rundir import (
     DETECTION,
@@ -225,18 +226,21 @@ def _memorised(runs: list[dict]) -> float | None:
     return float(np.mean(fits)) if fits else None
 
 
-def report(runs_dir: str | Path, out: str | Path | None = None, grid: str | Path | None = None) -> Path:
-    """Write report.md, results.csv and figures for a grid's runs; returns the report path."""
+def report(
+    runs_dir: str | Path, out: str | Path | None = None, grid: str | Path | None = None, force: bool = False
+) -> Path:
+    """Write report.md, results.csv and figures for a grid's runs; returns the report path. ``out``
+    may not be a run's folder nor hold another grid's report (unless ``force``)."""
     meta, results = collect(runs_dir, grid)
-    out_dir = Path(out) if out else Path(runs_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarize(meta, results)
     detection = detection_markdown(meta, results)  # reads (and so checks) every run's npz files first
+    out_dir = claim(out or runs_dir, runs_dir, "report", force)
     _write_csv(rows, out_dir / "results.csv")
     figures = _figures(meta, results, out_dir)
     tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
     text = _markdown(meta, rows, figures + tradeoff_figures, detection + tradeoff_lines)
     write_text(out_dir / "report.md", text)
+    record(out_dir, runs_dir, "report")
     print(text)
     return out_dir / "report.md"
 

@@ -355,8 +355,19 @@ def read_run_arrays(run: str | Path) -> tuple[dict[str, np.ndarray], dict[str, n
     try:
         schema.check_same_samples(signals, gates)
     except schema.SchemaError as e:
-        raise RunError(f"run: {run}: {e}; the files are damaged, run `memgate train` on the run again") from None
+        raise RunError(f"run: {run}: {e}; the files are damaged: {_remedy(Path(run) / SIGNALS)}") from None
     return signals, gates
+
+
+def _remedy(path: Path) -> str:
+    """How to repair a damaged gates.npz / signals.npz: an unfinished run rewrites it from its
+    checkpoint and history/; a finished run's histories live only in these files."""
+    if (path.parent / SUMMARY).exists():
+        return (
+            "the run is finished, so its per-sample histories exist only in this file: restore it from a copy, "
+            "or retrain the run (memgate train --force)"
+        )
+    return "run `memgate train` on the run again to rewrite it from the checkpoint"
 
 
 def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
@@ -367,22 +378,20 @@ def read_arrays(run: str | Path, name: str) -> dict[str, np.ndarray]:
     try:
         bad = oversized_member(path)
         if bad:
-            raise RunError(f"run: {path}: {bad}; the file is damaged or crafted, run `memgate train` on the run again")
+            raise RunError(f"run: {path}: {bad}; the file is damaged or crafted: {_remedy(path)}")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         what = "not a gated run, or " if name == GATES else "a run of an older memgate, or "
         raise RunError(f"run: {path} not found ({what}no epoch finished yet)") from None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise RunError(
-            f"run: {path} is damaged ({e.__class__.__name__}); run `memgate train` on the run again to rewrite it"
-        ) from None
+        raise RunError(f"run: {path} is damaged ({e.__class__.__name__}): {_remedy(path)}") from None
     if HISTORY_NAMES in arrays:
         _join_history(arrays, path)
     try:
         schema.check_run_arrays(arrays, "gates" if name == GATES else "signals")
     except schema.SchemaError as e:
-        raise RunError(f"run: {path}: {e}; the file is damaged, run `memgate train` on the run again") from None
+        raise RunError(f"run: {path}: {e}; the file is damaged: {_remedy(path)}") from None
     return arrays
 
 
