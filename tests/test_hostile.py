@@ -23,6 +23,7 @@ from datafactory import CLASSES, image_tree_files, python_version_files, write_t
 from runfactory import tiny
 
 from memgate.cli import main
+from memgate.errors import StorageError
 from memgate.train import checkpoint as ckpt_io
 from memgate.train.run import train as run_training
 
@@ -852,3 +853,112 @@ def test_outputs_never_land_in_another_run_or_its_kept_results(finished, npz, tm
         "holds the report results of",
         root=tmp_path / "rep",
     )
+
+
+NEST = "[" * 600 + "]" * 600
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["config", "override", "grid", "summary", "grid.json", "outputs"],
+)
+def test_nesting_bombs_are_one_line_errors(finished, npz, tmp_path, capsys, where):
+    """600 nested arrays in any file memgate reads (or an override) end in one line, not RecursionError."""
+    import shutil
+
+    if where == "config":
+        (tmp_path / "c.toml").write_text(f"[model]\ngates = {NEST}\n")
+        fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "is not valid TOML")
+    elif where == "override":
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(tiny(npz, tmp_path / "run").to_toml())
+        fails_cleanly(capsys, ["train", "-c", cfg, f"model.gates={NEST}"], "model.gates must be a list of integers")
+    elif where == "grid":
+        (tmp_path / "g.toml").write_text(f'config = "x.toml"\nseeds = {NEST}\n')
+        fails_cleanly(capsys, ["sweep", tmp_path / "g.toml", "--dry-run"], "is not valid TOML")
+    elif where == "summary":
+        root = tmp_path / "grid"
+        shutil.copytree(finished, root / "gated" / "seed0")
+        (root / "gated" / "seed0" / "summary.json").write_text(f'{{"out": {NEST}}}')
+        fails_cleanly(capsys, ["report", root], "summary.json", root=root)
+    elif where == "grid.json":
+        root = tmp_path / "grid"
+        shutil.copytree(finished, root / "gated" / "seed0")
+        (root / "grid.json").write_text(NEST)
+        fails_cleanly(capsys, ["report", root], "grid.json", root=root)
+    else:
+        out = tmp_path / "o"
+        out.mkdir()
+        (out / ".memgate_outputs.json").write_text(NEST)
+        assert main(["analyze", str(finished), "-o", str(out)]) == 0  # unreadable marks are ignored
+
+
+def test_a_billion_laughs_checkpoint_fails_fast(finished, tmp_path, capsys):
+    """A weights_only-loadable checkpoint whose config value is a list of 30 levels of shared lists (2**30
+    leaves when expanded) is refused in well under a second, not after printing it."""
+    import time
+
+    import torch
+
+    ckpt = torch.load(finished / "checkpoint.pt", weights_only=True)
+    bomb: list = [0]
+    for _ in range(30):
+        bomb = [bomb, bomb]
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(
+        {**ckpt, "config": {**ckpt["config"], "model": {**ckpt["config"]["model"], "gates": bomb}}},
+        run / "checkpoint.pt",
+    )
+    t = time.perf_counter()
+    fails_cleanly(capsys, ["eval", run], "model.gates must be a list of integers")
+    torch.save({**ckpt, "epoch": bomb}, run / "checkpoint.pt")
+    (run / "config.toml").write_text((finished / "config.toml").read_text().replace(str(finished), str(run)))
+    fails_cleanly(capsys, ["train", "-c", run / "config.toml"], "is not a count")
+    assert time.perf_counter() - t < 20
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("model.depth=600002", "model.depth=600002 is beyond any sensible run (at most 2000)"),
+        ("model.num_classes=1000000000000", "model.num_classes=1e+12 is beyond any sensible run"),
+        ("gate.hidden=[1000000000000]", "gate.hidden=1e+12 is beyond any sensible run"),
+        ("train.epochs=1000000000000", "train.epochs=1e+12 is beyond any sensible run (at most 10000)"),
+        ("train.lr=1e308", "train.lr=1e+308 is beyond any sensible run (at most 10)"),
+        ("train.momentum=1.5", "train.momentum=1.5 must be below 1"),
+    ],
+)
+def test_absurd_sizes_are_config_errors(npz, tmp_path, capsys, override, needle):
+    (tmp_path / "c.toml").write_text(tiny(npz, tmp_path / "run").to_toml())
+    fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml", override], needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fifo_is_not_read_as_data(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.zip")
+    fails_cleanly(capsys, ["data", "info", tmp_path / "pipe.zip"], "is neither a regular file nor a folder")
+
+
+def test_a_full_disk_under_torch_save_is_a_storage_error(finished, tmp_path, monkeypatch, capsys):
+    """torch's writer reports ENOSPC as a RuntimeError; import and train say 'free disk space' in one line
+    and leave no temporary file behind."""
+    from memgate.train import checkpoint as ckpt
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(StorageError, match="free disk space"):
+        ckpt.save({"model": {}, "config": {}}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_class_name_with_dollars_draws(tmp_path):
+    """matplotlib would parse "$\\undefinedcmd$" as TeX; memgate draws user text as given."""
+    from memgate.analysis.figures import image_grid
+
+    imgs = [np.zeros((32, 32, 3), np.uint8)] * 2
+    image_grid(imgs, ["$\\undefinedcmd$", "a $b$"], [False, True], tmp_path / "g.png", "title $\\x$")
+    assert (tmp_path / "g.png").stat().st_size > 1000

@@ -22,7 +22,8 @@ else:  # pragma: no cover
 
 import tomli_w
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
+from .parsing import loads_toml
 
 # Paper section 5: hidden width of the gate head over each stage.
 DEFAULT_GATE_HIDDEN = {2: 216, 3: 512}
@@ -154,7 +155,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check a raw TOML value against a field type and convert lists to tuples."""
     origin = get_origin(tp)
-    bad = ConfigError(f"config: {key} must be {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"config: {key} must be {_type_name(tp)}, got {short_repr(value)}")  # bounded: crafted input
     if origin is Literal:
         if value not in get_args(tp):
             raise bad
@@ -219,7 +220,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"config: override '{item}' has an empty key")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        value = loads_toml(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
     return key.split("."), value
@@ -241,7 +242,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p} (pass an existing TOML file, e.g. configs/baseline.toml)")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return loads_toml(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
     except UnicodeDecodeError:
@@ -310,11 +311,41 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"config: model.gates={list(m.gates)} repeats a stage")
     if m.num_classes < 2:
         raise ConfigError(f"config: model.num_classes={m.num_classes} must be at least 2")
+    _at_most("model.depth", m.depth)
+    _at_most("model.num_classes", m.num_classes)
+
+
+# Upper bounds far beyond any CIFAR run, so that a typo (or a crafted file) is a config error and not
+# an allocator traceback, a run of a million epochs, or an overflow inside the optimizer.
+LIMITS = {
+    "model.depth": 2000,  # the deepest CIFAR ResNet is ResNet-1202
+    "model.num_classes": 100_000,
+    "gate.hidden": 65_536,
+    "train.epochs": 10_000,
+    "train.batch_size": 65_536,
+    "train.lr": 10.0,
+    "train.warmup_lr": 10.0,
+    "train.weight_decay": 1.0,
+    "train.gate_iters": 1_000,
+    "train.eval_every": 10_000,
+    "train.snapshot_every": 10_000,
+    "gate_optim.lr": 10.0,
+    "gate_optim.weight_decay": 1.0,
+    "gate.beta": 1_000.0,
+    "data.val_size": 10_000_000,
+    "data.train_subset": 10_000_000,
+}
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"config: {key}={value} must be {'>= 0' if allow_zero else '> 0'}")
+    _at_most(key, value)
+
+
+def _at_most(key: str, value: float) -> None:
+    if key in LIMITS and value > LIMITS[key]:
+        raise ConfigError(f"config: {key}={value:g} is beyond any sensible run (at most {LIMITS[key]:g})")
 
 
 def validate(cfg: Config) -> None:
@@ -326,6 +357,8 @@ def validate(cfg: Config) -> None:
         )
     if any(h < 1 for h in g.hidden):
         raise ConfigError(f"config: gate.hidden={list(g.hidden)} must hold positive widths")
+    for h in g.hidden:
+        _at_most("gate.hidden", h)
     _positive("gate.beta", g.beta)
     if g.fixed_g != -1.0 and not 0.0 <= g.fixed_g <= 1.0:
         raise ConfigError(f"config: gate.fixed_g={g.fixed_g} must be in [0, 1] (a constant g) or -1 (off)")
@@ -338,6 +371,9 @@ def validate(cfg: Config) -> None:
     _positive("train.lr", t.lr)
     _positive("train.warmup_lr", t.warmup_lr)
     _positive("train.momentum", t.momentum, allow_zero=True)
+    for key, m in (("train.momentum", t.momentum), ("gate_optim.momentum", go.momentum)):
+        if m >= 1:
+            raise ConfigError(f"config: {key}={m:g} must be below 1 (SGD momentum; the paper's is 0.9)")
     _positive("train.weight_decay", t.weight_decay, allow_zero=True)
     _positive("train.gate_iters", t.gate_iters)
     _positive("train.checkpoint_every_s", t.checkpoint_every_s, allow_zero=True)

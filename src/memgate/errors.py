@@ -4,6 +4,17 @@ The CLI prints them as ``memgate: error: ...`` and exits with status 2; library 
 ``MemgateError``.
 """
 
+import reprlib
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 40, 40
+
+
+def short_repr(value: object) -> str:
+    """repr of a value from a user's file, bounded in size (a crafted list of shared lists would
+    expand to billions of elements)."""
+    return _SHORT.repr(value)
+
 
 class MemgateError(Exception):
     """A problem with the user's input (config, data, checkpoint, run directory)."""

@@ -7,11 +7,11 @@ run path), so that a later command for another run cannot silently overwrite the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .atomic import write_json
 from .errors import RunError
+from .parsing import loads_json
 
 MARK = ".memgate_outputs.json"
 RUN_MARKERS = ("config.toml", "checkpoint.pt")  # what makes a folder a run's own
@@ -23,7 +23,7 @@ def _key(path: Path) -> str:
 
 def _owners(out_dir: Path) -> dict[str, str]:
     try:
-        owners = json.loads((out_dir / MARK).read_text())
+        owners = loads_json((out_dir / MARK).read_text())
     except (OSError, ValueError):
         return {}
     return (
@@ -42,7 +42,7 @@ def run_folder(run: str | Path) -> Path:
 def _kept_run(out_dir: Path) -> str | None:
     """The run whose kept results a folder holds (its copied summary.json names it), else None."""
     try:
-        out = json.loads((out_dir / "summary.json").read_text()).get("out")
+        out = loads_json((out_dir / "summary.json").read_text()).get("out")
     except (OSError, ValueError, AttributeError):
         return None
     return out if isinstance(out, str) else None

@@ -13,6 +13,9 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Text is drawn as given: class names, file names and notes come from users' data, and a "$" in
+    # one would otherwise be parsed as TeX (a name like "$\\undefined$" breaks the figure).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt.subplots(*args, **kwargs)

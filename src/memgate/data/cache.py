@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..parsing import loads_json
 from .dataset import Dataset
 from .npz import ARRAY_NAMES
 from .sources import decode_source
@@ -56,7 +57,7 @@ def _read_cache(folder: Path) -> Dataset | None:
     if not meta_file.exists():
         return None
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = loads_json(meta_file.read_text())
         arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ARRAY_NAMES}
         shapes = {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()}
         if shapes != meta["arrays"]:
@@ -139,6 +140,8 @@ def load_dataset(path: str | Path, progress: bool = False, use_cache: bool = Tru
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data: {path} does not exist; pass a CIFAR archive (.tar.gz/.zip), an image folder or an .npz")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block or never end
+        raise DataError(f"data: {path} is neither a regular file nor a folder; pass an archive, a folder or an .npz")
     try:
         folder = cache_root(path) / f"{path.name}-{_source_key(path)}{'' if resize == 'none' else '-' + resize}"
     except OSError as e:

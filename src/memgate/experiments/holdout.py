@@ -41,6 +41,7 @@ from ..atomic import write_atomic, write_json, write_text
 from ..config import load_config
 from ..data import find_data, load_dataset, make_split
 from ..errors import ConfigError, RunError
+from ..parsing import loads_json
 from ..train.evaluate import open_run, predict
 from ..train.rundir import is_finished, read_signals
 from .grid import load_grid
@@ -167,7 +168,7 @@ def collect(folder: str | Path) -> Path:
 
 def summary_lines(path: Path) -> list[str]:
     """What `memgate holdout collect` prints about the holdout.npz at ``path`` (from holdout.json)."""
-    summary = json.loads((path.parent / SUMMARY).read_text())
+    summary = loads_json((path.parent / SUMMARY).read_text())
     rho = summary["split_half_spearman"]
     lines = []
     if "noisy_auroc" in summary:

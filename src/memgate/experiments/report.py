@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import sys
@@ -21,6 +20,7 @@ from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
 from ..outputs import claim, record
+from ..parsing import loads_json
 from ..train.evaluate import run_dataset
 from ..train.rundir import (
     DETECTION,
@@ -127,7 +127,7 @@ def _check_run_files(run: Path) -> None:
 def _read_meta(path: Path) -> dict[str, Any]:
     """grid.json, checked against ``schema.GRID``."""
     try:
-        meta = json.loads(path.read_text())
+        meta = loads_json(path.read_text())
         schema.check(meta, schema.GRID)
         for i, v in enumerate(meta["variants"]):
             if v.get("paper") is not None and not (1 <= len(v["paper"]) <= 2 and v["paper"][0] is not None):

@@ -13,7 +13,7 @@ import torch
 
 from ..atomic import write_atomic
 from ..config import Config, ModelConfig, config_from_dict
-from ..errors import CheckpointError, ConfigError, StorageError
+from ..errors import CheckpointError, ConfigError, StorageError, short_repr
 from ..models import CifarResNet, unwrap
 from .rundir import CHECKPOINT, snapshot_path
 from .state import EpochTotals, RunState
@@ -90,7 +90,7 @@ def restore(
 def _count(ckpt: dict[str, Any], key: str) -> int:
     v = ckpt[key]
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{key}={v!r} is not a count")
+        raise ValueError(f"{key}={short_repr(v)} is not a count")  # bounded: a crafted value may be huge
     return v
 
 
@@ -108,8 +108,14 @@ def save_snapshot(cfg: Config, net: CifarResNet, run: Path, epoch: int) -> None:
 
 
 def save(obj: dict[str, Any], path: Path) -> None:
-    """torch.save through the atomic writer: a crash mid-save leaves the old file intact."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    """torch.save through the atomic writer: a crash mid-save leaves the old file intact. torch's
+    writer reports a full disk as a RuntimeError, which becomes the same one-line StorageError."""
+    try:
+        write_atomic(path, lambda f: torch.save(obj, f))
+    except RuntimeError as e:
+        raise StorageError(
+            f"storage: cannot write {path} ({str(e).splitlines()[0][:80]}); free disk space or choose a writable folder"
+        ) from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

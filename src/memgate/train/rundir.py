@@ -30,6 +30,7 @@ from ..atomic import sanitize, write_atomic, write_json, write_text
 from ..config import Config, config_from_dict, read_toml
 from ..data.npz import oversized_member
 from ..errors import ConfigError, RunError, StorageError
+from ..parsing import loads_json
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -230,7 +231,7 @@ def _content_hash(path: Path) -> str:
 def changed_inputs(cfg: Config, out: Path) -> list[tuple[str, str]]:
     """(key, path) of every input whose content differs from what the run in ``out`` recorded."""
     try:
-        recorded = json.loads((out / INPUTS).read_text())
+        recorded = loads_json((out / INPUTS).read_text())
     except (OSError, ValueError):
         return []  # a run of an older memgate: nothing recorded to compare
     if not isinstance(recorded, dict):
@@ -269,7 +270,7 @@ def read_metrics(run: str | Path) -> list[dict]:
     rows = []
     for i, line in enumerate((x for x in text.splitlines() if x.strip()), 1):
         try:
-            row = json.loads(line)
+            row = loads_json(line)
             schema.check_metrics_row(row)
         except ValueError as e:  # JSONDecodeError and SchemaError
             raise RunError(f"run: {path}, line {i}{schema.problem(e)}; {remedy}") from None
@@ -310,7 +311,7 @@ def _read_json(path: Path, spec: Any, remedy: str) -> dict[str, Any] | None:
     if not (path.exists() or path.is_symlink()):
         return None
     try:
-        result = json.loads(_own_file(path).read_text())
+        result = loads_json(_own_file(path).read_text())
         spec(result) if callable(spec) else schema.check(result, spec)
     except (OSError, ValueError) as e:  # unreadable, not JSON, or breaks the schema
         raise RunError(f"run: {path}{schema.problem(e)}; {remedy}") from None
