@@ -962,3 +962,45 @@ def test_a_class_name_with_dollars_draws(tmp_path):
     imgs = [np.zeros((32, 32, 3), np.uint8)] * 2
     image_grid(imgs, ["$\\undefinedcmd$", "a $b$"], [False, True], tmp_path / "g.png", "title $\\x$")
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_silently_wrong_inputs_are_refused(finished, npz, tmp_path, capsys):
+    """An unfinished run's scores, signals.npz columns of other samples, one run counted as several
+    seeds through links, and a baseline trained on other data: each refused in one line."""
+    import shutil
+
+    from datafactory import write_learnable_npz
+
+    # an unfinished run: 1 of 3 epochs (its checkpoint says so)
+    unfinished = tmp_path / "unfinished"
+    cfg = tiny(npz, unfinished, "train.epochs=1")
+    run_training(cfg)
+    (unfinished / "config.toml").write_text(
+        (unfinished / "config.toml").read_text().replace("epochs = 1", "epochs = 3")
+    )
+    ckpt = torch.load(unfinished / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["train"]["epochs"] = 3
+    torch.save(ckpt, unfinished / "checkpoint.pt")
+    (unfinished / "summary.json").unlink()
+    fails_cleanly(capsys, ["scores", unfinished, "-o", tmp_path / "s1"], "is not finished (epoch 1 of 3)")
+    # signals.npz whose indices were replaced by other (in-range) training indices: permuted
+    moved = tmp_path / "moved"
+    shutil.copytree(finished, moved)
+    with np.load(moved / "signals.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["indices"] = np.roll(arrays["indices"], 1)
+    np.savez(moved / "signals.npz", **arrays)
+    fails_cleanly(capsys, ["scores", moved, "-o", tmp_path / "s2"], "describes other samples than the run's")
+    # one run linked as three seeds
+    root = tmp_path / "grid"
+    shutil.copytree(finished, root / "gated" / "seed0")
+    for s in (1, 2):
+        (root / "gated" / f"seed{s}").symlink_to(root / "gated" / "seed0")
+    fails_cleanly(capsys, ["report", root], "is a symbolic link", root=root)
+    # a baseline trained on CIFAR-100-shaped data beside a CIFAR-10 gate
+    c100 = write_learnable_npz(tmp_path / "c100.npz", n_train=400, n_test=100, classes=100)
+    other = tmp_path / "c100_run"
+    run_training(tiny(c100, other, "train.epochs=1", "model.gates=[]", "gate.hidden=[]", "model.num_classes=100"))
+    o1 = tmp_path / "o1"
+    run_training(tiny(npz, o1, "train.epochs=1", "gate.input=first_unit"))
+    fails_cleanly(capsys, ["tradeoff", o1, "--baseline", other], "was trained on another dataset")

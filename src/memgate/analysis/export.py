@@ -55,10 +55,24 @@ def export_scores(run: str | Path, out: str | Path | None = None, force: bool = 
     r = open_run(run)
     if not r.cfg.model.gates:
         raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
-    out_dir = claim(out or run_folder(run), run, "scores", force)
+    done, epochs = r.ckpt.get("epoch"), r.cfg.train.epochs
+    if done != epochs:
+        raise RunError(
+            f"scores: {run} is not finished (epoch {done} of {epochs}); these would not be the final network's "
+            "scores: finish it with memgate train first"
+        )
     split = make_split(r.dataset, r.cfg.data)
     order = np.argsort(split.train_idx)  # dataset-index order
     idx, labels = split.train_idx[order], split.train_labels[order]
+    signals = read_signals(run_folder(run)) if present(run_folder(run), SIGNALS) else None
+    if signals is not None and not (
+        np.array_equal(signals["indices"], split.train_idx) and np.array_equal(signals["labels"], split.train_labels)
+    ):
+        raise RunError(
+            f"scores: {run_folder(run) / SIGNALS} describes other samples than the run's training split; "
+            "the file is damaged or from another run: restore it from a copy"
+        )
+    out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
         "train": (idx, labels, r.dataset.x_train[idx]),
         "test": (np.arange(len(r.dataset.y_test)), r.dataset.y_test, r.dataset.x_test),
@@ -73,8 +87,8 @@ def export_scores(run: str | Path, out: str | Path | None = None, force: bool = 
         lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
     stage = max(r.cfg.model.gates)
     text = test_split_table(result["test"], stage)
-    if present(run_folder(run), SIGNALS):
-        text = _spearman_table(result["train"], read_signals(run_folder(run)), stage, list(r.dataset.classes)) + text
+    if signals is not None:
+        text = _spearman_table(result["train"], signals, stage, list(r.dataset.classes)) + text
     write_text(out_dir / "scores.md", text)
     lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting; the test errors it flags)")
     _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")

@@ -80,7 +80,7 @@ def _check_flags(taus: tuple[float, ...], max_drop: float | None, repeats: int) 
 
 def _check_run(r: SavedRun, run: str | Path, references: list[dict], max_drop: float | None) -> None:
     """A gate that can route (it reads o1), references of the same dataset, validation data for --max-drop."""
-    other = [b["run"] for b in references if b["data"] != r.cfg.data.dataset]
+    other = [b["run"] for b in references if b["data"] != r.dataset.name]
     if other:
         raise ConfigError(
             f"tradeoff: --baseline {other[0]} was trained on another dataset than {run}; compare like with like"
@@ -203,12 +203,13 @@ def choose_tau(rows: list[dict], max_drop: float) -> dict:
 def _reference_point(run: str | Path) -> dict:
     """A finished run drawn as one point beside the curve: the ungated network, or a soft gate (no
     skipping); or an imported public network (`memgate import`), evaluated here on its test split."""
-    s = read_summary(run)
-    if s is None and (Path(run) / CHECKPOINT).is_file() and ckpt_io.load(Path(run)).get("imported_from"):
-        return _imported_point(run)
+    folder = run_folder(run)  # a run's folder, or its checkpoint.pt
+    s = read_summary(folder)
+    if s is None and (folder / CHECKPOINT).is_file() and ckpt_io.load(folder).get("imported_from"):
+        return _imported_point(folder)
     if s is None:
         raise RunError(f"tradeoff: --baseline {run} is not a finished run (no summary.json)")
-    cfg = load_config(Path(run) / CONFIG)
+    cfg = load_config(folder / CONFIG)
     label = "ungated"
     if cfg.model.gates:
         reads = "o2" if cfg.gate.input == "output" else "o1"
@@ -218,7 +219,7 @@ def _reference_point(run: str | Path) -> dict:
         "label": label,
         "test_acc": s["final_test_acc"],
         "macs": s["macs"],
-        "data": cfg.data.dataset,
+        "data": s.get("dataset", cfg.data.dataset),  # the data it trained on, by class count and name
     }
 
 
@@ -227,7 +228,7 @@ def _imported_point(run: str | Path) -> dict:
     acc = float((predict(r, r.dataset.x_test).logits.argmax(1).numpy() == r.dataset.y_test).mean())
     arch = architecture_summary(r.net)
     label = f"ResNet-{arch['depth']} (public weights)"
-    return {"run": str(run), "label": label, "test_acc": acc, "macs": arch["macs"], "data": r.cfg.data.dataset}
+    return {"run": str(run), "label": label, "test_acc": acc, "macs": arch["macs"], "data": r.dataset.name}
 
 
 def _write(result: dict, out_dir: Path, batch_sizes: tuple[int, ...]) -> str:

@@ -79,9 +79,13 @@ def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[
         }
     names = [v["name"] for v in meta["variants"]]
     results: dict[str, list[dict]] = {}
+    seen: dict[Path, Path] = {}
     for name in names:
         rows = []
         for seed, seed_dir in _seed_dirs(root, name):
+            same = seen.setdefault(seed_dir.resolve(), seed_dir)
+            if same != seed_dir:
+                raise MemgateError(f"report: {seed_dir} and {same} are one run; keep one of them")
             s = read_summary(seed_dir)
             if s is not None:
                 _check_run_files(seed_dir)
@@ -107,6 +111,10 @@ def _seed_dirs(root: Path, name: str) -> list[tuple[int, Path]]:
             tail = p.name[len(prefix) :]
             if not (p.is_dir() and tail.isdigit()):
                 continue
+            if p.is_symlink() or (root / name).is_symlink():  # two names for one run would count it twice
+                raise MemgateError(
+                    f"report: {p} is a symbolic link; a report reads each run's own folder (copy the run in)"
+                )
             if int(tail) in found:
                 raise MemgateError(
                     f"report: seed {tail} of {name} is both {found[int(tail)]} and {p}; keep one of them"
