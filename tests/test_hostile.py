@@ -1004,3 +1004,35 @@ def test_silently_wrong_inputs_are_refused(finished, npz, tmp_path, capsys):
     o1 = tmp_path / "o1"
     run_training(tiny(npz, o1, "train.epochs=1", "gate.input=first_unit"))
     fails_cleanly(capsys, ["tradeoff", o1, "--baseline", other], "was trained on another dataset")
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda zf: zf.writestr("scores", b"\x00" * 64), "member 'scores' is not an .npy array"),
+        (lambda zf: zf.writestr("empty.npy", _npy_header("|V0", (10**13,))), "has an empty dtype"),
+        (  # five members of 256 MiB of zeros each, 1.25 GiB together, a few MB in the file
+            lambda zf: [zf.writestr(f"z{i}.npy", _npy_header("<f8", (1 << 25,)) + bytes(1 << 28)) for i in range(5)],
+            "bytes together, over the",
+        ),
+    ],
+)
+def test_crafted_npz_members_are_refused_before_allocation(finished, tmp_path, capsys, make, needle):
+    import zipfile
+
+    with np.load(finished / "signals.npz") as z:
+        idx = z["indices"]
+    path = tmp_path / "s.npz"
+    np.savez(path, indices=idx, scores=np.linspace(0, 1, len(idx)))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        make(zf)
+    assert path.stat().st_size < 20 << 20  # the zeros compress to a few MB
+    fails_cleanly(capsys, ["analyze", finished, "-o", tmp_path / "o", "--scores", path], needle)
+
+
+def _npy_header(dtype: str, shape: tuple) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()

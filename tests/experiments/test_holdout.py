@@ -85,3 +85,77 @@ def test_plan_run_sharded_collect(config, tmp_path, capsys):
     run = a / "models" / "model00" / "seed0"
     assert main(["analyze", str(run), "--scores", str(a / "holdout.npz"), "-o", str(tmp_path / "an")]) == 0
     assert "its AUROC for the injected noisy labels" in capsys.readouterr().out
+
+
+def test_damaged_or_foreign_plan_files_are_one_line_errors(config, tmp_path, capsys):
+    """holdout collect / run on a truncated, empty or key-less plan.npz, a plan.npz that is a folder,
+    a grid.toml gone or listing other models; plan over a user's own grid.toml; an emoji in -o."""
+    import shutil
+
+    def err_of(argv):
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
+    good = tmp_path / "good"
+    assert main(["holdout", "plan", "-c", str(config), "-o", str(good), "--models", "2", "--ratio", "0.5"]) == 0
+    cases = {
+        "truncated": lambda d: (d / "plan.npz").write_bytes((good / "plan.npz").read_bytes()[:100]),
+        "empty": lambda d: (d / "plan.npz").write_bytes(b""),
+        "keyless": lambda d: np.savez(d / "plan.npz", other=np.zeros(3)),
+        "shapes": lambda d: np.savez(
+            d / "plan.npz", indices=np.arange(5), held_out=np.zeros((2, 4), bool), model_seeds=np.arange(2)
+        ),
+        "a folder": lambda d: ((d / "plan.npz").unlink(), (d / "plan.npz").mkdir()),
+        "no grid": lambda d: (d / "grid.toml").unlink(),
+        "fewer models": lambda d: (d / "grid.toml").write_text(
+            (d / "grid.toml").read_text().split("[[variant]]")[0]
+            + "[[variant]]"
+            + (d / "grid.toml").read_text().split("[[variant]]")[1]
+        ),
+    }
+    needles = {
+        "truncated": "cannot read",
+        "empty": "cannot read",
+        "keyless": "lacks indices",
+        "shapes": "do not fit together",
+        "a folder": "plan.npz is missing or not a file",
+        "no grid": "grid.toml is missing or not a file",
+        "fewer models": "lists 1 models, the plan 2",
+    }
+    for name, damage in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        shutil.copytree(good, d)
+        damage(d)
+        err = err_of(["holdout", "collect", d])
+        assert needles[name] in err, (name, err)
+        if name in ("a folder", "no grid"):
+            assert "already holds" in err_of(["holdout", "plan", "-c", config, "-o", d])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "grid.toml").write_text("# my own grid\n")
+    assert "already holds grid.toml, which a plan would overwrite" in err_of(
+        ["holdout", "plan", "-c", config, "-o", mine]
+    )
+    assert (mine / "grid.toml").read_text() == "# my own grid\n"
+    emoji = tmp_path / "plan 😀"
+    assert main(["holdout", "plan", "-c", str(config), "-o", str(emoji), "--models", "2", "--ratio", "0.5"]) == 0
+    assert main(["sweep", str(emoji / "grid.toml"), "--dry-run", "--runs", str(emoji)]) == 0
+    assert "😀" in (emoji / "grid.toml").read_text()
+
+
+def test_two_plans_into_one_folder_at_once_cannot_both_succeed(config, tmp_path, capsys):
+    """While one `holdout plan` writes a folder (it holds the folder's lock), another is refused."""
+    import os
+
+    from memgate.train.rundir import lock
+
+    folder = tmp_path / "h"
+    with lock(folder):
+        capsys.readouterr()
+        assert main(["holdout", "plan", "-c", str(config), "-o", str(folder), "--models", "2", "--ratio", "0.5"]) == 2
+        assert f"is in use by memgate process {os.getpid()}" in capsys.readouterr().err
+    assert not (folder / "plan.npz").exists()
+    assert main(["holdout", "plan", "-c", str(config), "-o", str(folder), "--models", "2", "--ratio", "0.5"]) == 0

@@ -19,34 +19,47 @@ from .readers import MAX_MEMBER_BYTES
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _claimed(f) -> tuple[tuple[int, ...], int]:
-    """(shape, bytes) an .npy header claims, read from the open file ``f`` (left after the header)."""
+def _claimed(f) -> tuple[tuple[int, ...], int, int]:
+    """(shape, bytes, bytes per value) an .npy header claims, read from the open file ``f`` (left
+    after the header)."""
     version = np.lib.format.read_magic(f)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(f)
-    return shape, int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    return shape, int(np.prod(shape, dtype=np.float64)) * dtype.itemsize, dtype.itemsize
 
 
 def oversized_member(path: Path, limit: int = MAX_MEMBER_BYTES) -> str | None:
-    """A description of the first array whose header claims more bytes than its archive member holds
-    (or than ``limit``), else None: checked before anything is allocated."""
+    """A description of what is wrong with an .npz's members, else None, checked before anything is
+    allocated: a member that is no .npy array (numpy would hand back raw bytes), an array of an
+    empty dtype, an array whose header claims more bytes than its member holds (or than ``limit``),
+    or arrays that claim more than ``limit`` bytes together (many inflating members)."""
+    total = 0
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
+            if info.is_dir():
                 continue
+            if not info.filename.endswith(".npy"):
+                return f"member {info.filename!r} is not an .npy array"
             with zf.open(info) as f:
-                shape, claimed = _claimed(f)
+                shape, claimed, itemsize = _claimed(f)
+            name, held = info.filename[:-4], f"{info.file_size:,d}"
+            if itemsize == 0:
+                return f"{name} has an empty dtype (0 bytes per value) and claims shape {shape}"
             if claimed > min(info.file_size, limit):
-                name, held = info.filename[:-4], f"{info.file_size:,d}"
                 return f"{name} claims shape {shape} ({claimed:,d} bytes) but holds {held} bytes"
+            total += claimed
+            if total > limit:
+                return f"its arrays claim {total:,d} bytes together, over the {limit:,d}-byte limit"
     return None
 
 
 def _npy_oversized(path: Path, limit: int) -> str | None:
     """The same check for a plain .npy file."""
     with open(path, "rb") as f:
-        shape, claimed = _claimed(f)
+        shape, claimed, itemsize = _claimed(f)
         held = path.stat().st_size - f.tell()
+    if itemsize == 0:
+        return f"its dtype is empty (0 bytes per value) and it claims shape {shape}"
     return (
         f"its header claims shape {shape} ({claimed:,d} bytes) but it holds {held:,d}"
         if claimed > min(held, limit)

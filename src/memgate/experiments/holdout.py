@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tomli_w
@@ -40,10 +41,11 @@ from ..analysis.metrics import auroc
 from ..atomic import write_atomic, write_json, write_text
 from ..config import load_config
 from ..data import find_data, load_dataset, make_split
-from ..errors import ConfigError, RunError
+from ..data.npz import read_user_arrays
+from ..errors import ConfigError, DataError, RunError
 from ..parsing import loads_json
 from ..train.evaluate import open_run, predict
-from ..train.rundir import is_finished, read_signals
+from ..train.rundir import is_finished, lock, read_signals
 from .grid import load_grid
 from .sweep import sweep
 
@@ -83,9 +85,25 @@ def plan(
 ) -> Path:
     """Write DIR/plan.npz, DIR/held_out/model<k>.npy and DIR/grid.toml; returns the grid file."""
     out, config = Path(out), Path(config).resolve()
-    if (out / PLAN).exists():
-        raise RunError(f"holdout: {out} already holds a plan; run or collect it, or choose another -o folder")
     cfg = load_config(config, [*overrides, "out=unused"])
+    with lock(out):  # a second `holdout plan` into the same folder at the same time is refused
+        return _plan(out, config, cfg, overrides, models, ratio, folds, seed)
+
+
+def _plan(
+    out: Path,
+    config: Path,
+    cfg: Any,
+    overrides: list[str] | tuple[str, ...],
+    models: int,
+    ratio: float,
+    folds: int,
+    seed: int,
+) -> Path:
+    there = [name for name in (PLAN, GRID, HELD_OUT, RESULT) if (out / name).exists()]
+    if there:
+        what = "a plan" if PLAN in there else f"{there[0]}, which a plan would overwrite"
+        raise RunError(f"holdout: {out} already holds {what}; run or collect it, or choose another -o folder")
     if cfg.data.exclude:
         raise ConfigError("holdout: the config sets data.exclude; the plan decides what each model leaves out")
     split = make_split(load_dataset(find_data(cfg.data), resize=cfg.data.resize), cfg.data)
@@ -107,13 +125,19 @@ def plan(
             {
                 "name": f"model{k:02d}",
                 "seed_offset": k,
-                "overrides": [f"data.exclude={json.dumps(str((out / HELD_OUT / f'model{k:02d}.npy').resolve()))}"],
+                "overrides": [f"data.exclude={_toml_string(out / HELD_OUT / f'model{k:02d}.npy')}"],
             }
             for k in range(len(held))
         ],
     }
     write_text(out / GRID, f"# memgate holdout plan; run it with: memgate holdout run {out}\n" + tomli_w.dumps(grid))
     return out / GRID
+
+
+def _toml_string(path: Path) -> str:
+    """The absolute path as a TOML basic string; non-ASCII names stay as they are (JSON's \\u escapes
+    of an emoji are surrogate pairs, which TOML rejects)."""
+    return json.dumps(str(path.resolve()), ensure_ascii=False)
 
 
 def run(folder: str | Path, jobs: int = 1, shard: str | None = None) -> int:
@@ -126,10 +150,13 @@ def run(folder: str | Path, jobs: int = 1, shard: str | None = None) -> int:
 def collect(folder: str | Path) -> Path:
     """Evaluate every model on every training sample and write DIR/holdout.npz (and holdout.json)."""
     folder = Path(folder)
-    with np.load(_need_plan(folder), allow_pickle=False) as z:
-        indices, held = z["indices"], z["held_out"].astype(bool)
-        seeds = z["model_seeds"]
+    indices, held, seeds = _read_plan(folder)
     runs = load_grid(folder / GRID).runs(folder)
+    if len(runs) != len(held):
+        raise RunError(
+            f"holdout: {folder / GRID} lists {len(runs)} models, the plan {len(held)}; the files of {folder} do not "
+            "belong together: plan again into a new folder"
+        )
     missing = [r.variant for r in runs if not is_finished(r.out)]
     if missing:
         raise RunError(
@@ -168,7 +195,7 @@ def collect(folder: str | Path) -> Path:
 
 def summary_lines(path: Path) -> list[str]:
     """What `memgate holdout collect` prints about the holdout.npz at ``path`` (from holdout.json)."""
-    summary = loads_json((path.parent / SUMMARY).read_text())
+    summary = loads_json((path.parent / SUMMARY).read_text())  # just written by collect
     rho = summary["split_half_spearman"]
     lines = []
     if "noisy_auroc" in summary:
@@ -236,6 +263,43 @@ def split_half_stability(held: np.ndarray, correct: np.ndarray) -> dict[str, flo
 
 
 def _need_plan(folder: Path) -> Path:
-    if not (folder / PLAN).is_file() or not (folder / GRID).is_file():
+    plan_there, grid_there = (folder / PLAN).exists(), (folder / GRID).exists()
+    if not plan_there and not grid_there:
         raise RunError(f"holdout: {folder} holds no plan; make one with memgate holdout plan -c CONFIG -o {folder}")
+    if not (folder / PLAN).is_file() or not (folder / GRID).is_file():
+        broken = PLAN if not (folder / PLAN).is_file() else GRID
+        raise RunError(
+            f"holdout: the plan in {folder} is incomplete ({broken} is missing or not a file); "
+            "plan again into a new folder"
+        )
     return folder / PLAN
+
+
+def _read_plan(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, held_out K x N, model seeds) of a plan.npz, read safely and checked to fit together."""
+    fix = "plan again into a new folder"
+    path = _need_plan(folder)
+    try:
+        z = read_user_arrays(path, "holdout", fix)
+    except DataError as e:
+        raise RunError(str(e)) from None
+    missing = [k for k in ("indices", "held_out", "model_seeds") if k not in z]
+    if missing:
+        raise RunError(f"holdout: {path} lacks {missing[0]}; the plan is damaged, {fix}")
+    indices, held, seeds = z["indices"], z["held_out"], z["model_seeds"]
+    ok = (
+        indices.ndim == 1
+        and indices.dtype.kind in "iu"
+        and held.ndim == 2
+        and held.dtype == bool
+        and held.shape[0] >= 2
+        and held.shape[1] == len(indices)
+        and seeds.shape == (held.shape[0],)
+        and seeds.dtype.kind in "iu"
+    )
+    if not ok:
+        raise RunError(
+            f"holdout: {path} is damaged (indices {indices.shape}, held_out {held.shape}, model_seeds {seeds.shape} "
+            f"do not fit together); {fix}"
+        )
+    return indices, held, seeds
