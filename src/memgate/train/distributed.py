@@ -44,11 +44,30 @@ class Dist:
 
 
 def init_distributed(device: torch.device) -> Dist:
+    """The rank context under torchrun (the process group bound to this rank's GPU), else rank 0 of 1."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # bound to its device: no guessing of the GPU, no NCCL warning
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def end_distributed() -> None:
+    """Close the process group a run opened (NCCL warns, or hangs at exit, without it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shared_outcome(world: Dist, error: Exception | None) -> None:
+    """After work that only rank 0 does (writing the checkpoint), every rank learns whether it failed
+    and raises the same error, instead of waiting in the next all-reduce until a timeout."""
+    if world.world > 1:
+        error = agree(world, error)  # type: ignore[assignment]
+    if error is not None:
+        raise error
 
 
 def pick_device(name: str) -> torch.device:
@@ -61,11 +80,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def broadcast_buffers(module: torch.nn.Module, world: Dist) -> None:
-    """Keep BN statistics identical across ranks (each rank's running stats saw only its shard)."""
+def average_buffers(module: torch.nn.Module, world: Dist) -> None:
+    """BN running statistics averaged over the ranks (each rank's saw only its shard of the data), so
+    every rank holds the same ones and they describe all of it; integer buffers (BN's batch counter,
+    equal on every rank) are taken from rank 0."""
     if world.world > 1:
         for buf in module.buffers():
-            dist.broadcast(buf, 0)
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf /= world.world
+            else:
+                dist.broadcast(buf, 0)
 
 
 def agree(world: Dist, value: object) -> object:

@@ -24,11 +24,11 @@ from ..analysis.memorisation import fit_by_noise
 from ..config import Config
 from ..data import find_data, load_dataset, make_split, normalization
 from ..data.loader import DeviceData, EpochPlan, epoch_plan
-from ..errors import CheckpointError, DataError, Interrupted, RunError
+from ..errors import CheckpointError, DataError, Interrupted, MemgateError, RunError
 from ..models import CifarResNet, architecture_summary, build_model
 from . import checkpoint as ckpt_io
 from . import rundir
-from .distributed import Dist, broadcast_buffers, init_distributed, pick_device
+from .distributed import Dist, average_buffers, init_distributed, pick_device, shared_outcome
 from .evaluate import evaluate
 from .history import History, read_rows
 from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
@@ -46,6 +46,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, device: torch.device | None = None, world: Dist | None = None, fresh: bool = True):
         self.device = device or pick_device(cfg.device)
+        if self.device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
         self.cfg, self.precision_note = with_precision(cfg, self.device)
         cfg = self.cfg
         self.out = Path(cfg.out)
@@ -303,7 +305,7 @@ class Trainer:
         totals = d.sum_(s.totals.as_tensor())
         if d.world > 1:
             d.sum_(s.g_epoch)  # every rank filled only its own positions
-            broadcast_buffers(self.net, d)
+            average_buffers(self.net, d)
         self._check_finite(s.totals, epoch)
         t_eval = time.perf_counter()
         val, test = self._evaluate(epoch)
@@ -318,16 +320,25 @@ class Trainer:
             if res is not None:
                 s.last_eval[name] = {st: g.cpu().half() for st, g in res["g"].items()}
         s.epoch, s.batch = epoch + 1, 0
+        error = None
         if d.main:
-            self.history.write(epoch, rows)  # valid only once the checkpoint below counts the epoch
-            every = self.cfg.train.snapshot_every
-            if every and (epoch + 1) % every == 0:  # before the checkpoint: a kill between them redoes both
-                ckpt_io.save_snapshot(self.cfg, self.net, self.out, epoch + 1)
-            self.save()  # the epoch is done once its checkpoint is; the files below derive from it
-            self._write_epoch_files()
-            if writer is not None:
-                log_tensorboard(writer, row, s.g_epoch[-1] if self.stages else None)
-            self.log(epoch_line(row, self.cfg.train.epochs))
+            try:
+                self._write_epoch(epoch, rows, row, writer)
+            except MemgateError as e:  # a full disk on rank 0: every rank stops with it
+                error = e
+        shared_outcome(d, error)
+
+    def _write_epoch(self, epoch: int, rows: dict[str, np.ndarray], row: dict, writer) -> None:
+        """Rank 0's part of an epoch end: history row, snapshot, checkpoint, derived files, the epoch line."""
+        self.history.write(epoch, rows)  # valid only once the checkpoint below counts the epoch
+        every = self.cfg.train.snapshot_every
+        if every and (epoch + 1) % every == 0:  # before the checkpoint: a kill between them redoes both
+            ckpt_io.save_snapshot(self.cfg, self.net, self.out, epoch + 1)
+        self.save()  # the epoch is done once its checkpoint is; the files below derive from it
+        self._write_epoch_files()
+        if writer is not None:
+            log_tensorboard(writer, row, self.state.g_epoch[-1] if self.stages else None)
+        self.log(epoch_line(row, self.cfg.train.epochs))
 
     def _fit(self, correct: np.ndarray) -> dict[str, float | None]:
         """This epoch's training accuracy on the noisy and on the clean samples (None without noise)."""

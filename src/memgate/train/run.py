@@ -14,7 +14,7 @@ from ..config import Config
 from ..errors import RunError
 from ..models import architecture_summary
 from . import rundir
-from .distributed import Dist, agree, init_distributed, pick_device
+from .distributed import Dist, agree, end_distributed, init_distributed, pick_device
 from .loop import Trainer
 from .precision import with_precision
 
@@ -28,6 +28,13 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
     device = pick_device(cfg.device)
     cfg, _ = with_precision(cfg, device)  # the run's config states the precision it computes in
     world = init_distributed(device)
+    try:
+        return _train(cfg, out, device, world, force)
+    finally:
+        end_distributed()
+
+
+def _train(cfg: Config, out: Path, device, world: Dist, force: bool) -> dict[str, Any]:
     with rundir.lock(out) if world.main else nullcontext():
         state = _agreed_run_state(cfg, force, world)
         if state == "done":
@@ -62,12 +69,20 @@ def final_line(summary: dict[str, Any]) -> str:
 
 
 def _start_line(trainer: Trainer) -> str:
-    s, cfg = architecture_summary(trainer.net), trainer.cfg
-    return (
+    s, cfg, world = architecture_summary(trainer.net), trainer.cfg, trainer.dist.world
+    line = (
         f"training ResNet-{s['depth']} gates {s['gates'] or 'none'} ({s['params_total']:,d} params) "
         f"on {trainer.data.n_train:,d} images for {cfg.train.epochs} epochs on {trainer.device} "
         f"({trainer.precision_note}) -> {cfg.out}"
     )
+    if world > 1:
+        per = cfg.train.batch_size // world
+        line += (
+            f"\ndata-parallel over {world} ranks: {per} images per rank and step (global batch "
+            f"{cfg.train.batch_size}), so BatchNorm sees {per} images at a time; the paper's recipe is one "
+            "GPU with batch 128"
+        )
+    return line
 
 
 def _agreed_run_state(cfg: Config, force: bool, world: Dist) -> str:
