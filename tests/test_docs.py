@@ -332,3 +332,32 @@ def test_test_errors_md_is_computed_from_the_committed_test_scores():
         rows = [line for line in test_split_table(scores, 3).splitlines() if line.startswith("| ")]
         section = text.split(f"## {f.parent.parent.name}/{f.parent.name}: test split")[1].split("\n## ")[0]
         assert all(row in section.splitlines() for row in rows), f
+
+
+def test_demo_figures_are_the_committed_demo_json():
+    """The README's and results/demo's demo figures are results/demo/demo.json's (written by the demo)."""
+    import json
+
+    demo = json.loads((ROOT / "results" / "demo" / "demo.json").read_text())
+    first, last = demo["epochs"][0], demo["epochs"][-1]
+    found = {
+        v
+        for row in (first, last)
+        for v in (
+            row["g_mean"],
+            row["frac_g_above_half"],
+            row["g_noisy"],
+            row["g_clean"],
+            row["wrong_labels_fitted"],
+            row["test_acc"],
+        )
+        if v is not None
+    }
+    write_up = (ROOT / "results" / "demo" / "README.md").read_text()
+    para = README[README.index("The demo's figures") :].split("\n\n")[0]
+    for text in (para, write_up):
+        for number in re.findall(r"(?<![\w.,])-?\d+\.\d+", text):
+XX
+                continue
+            assert _is_committed(number, found), number
+    assert demo["machine"]["threads"] == 2 and demo["precision"] == "fp32" and last["epoch"] == 18
