@@ -357,7 +357,7 @@ def test_demo_figures_are_the_committed_demo_json():
     para = README[README.index("The demo's figures") :].split("\n\n")[0]
     for text in (para, write_up):
         for number in re.findall(r"(?<![\w.,])-?\d+\.\d+", text):
-XX
+            if number in ("2.13", "0.01", "0.1", "0.001", "0.5"):  # torch's version, learning rates, g's 0.5
                 continue
             assert _is_committed(number, found), number
     assert demo["machine"]["threads"] == 2 and demo["precision"] == "fp32" and last["epoch"] == 18
