@@ -127,7 +127,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_scores(args: argparse.Namespace) -> int:
     from .analysis.export import export_scores
 
-    print(export_scores(args.run, args.out, force=args.force))
+    print(export_scores(args.run, args.out, force=args.force, proxies=args.proxies, probes=args.probes))
     return 0
 
 
@@ -316,6 +316,12 @@ def _add_analysis_commands(sub) -> None:
     sp = sub.add_parser("scores", help="per-sample g, loss, margin, max softmax of the final network (train, test)")
     sp.add_argument("run", help="gated run directory")
     sp.add_argument("-o", "--out", default=None, help="folder for train_scores.npz, test_scores.npz (default: the run)")
+    sp.add_argument(
+        "--proxies",
+        action="store_true",
+        help="also prediction depth, input-loss curvature and loss sensitivity (averaged over the run's snapshots)",
+    )
+    sp.add_argument("--probes", type=count(1), default=2, help="Rademacher probes per curvature estimate")
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(func=cmd_scores)
 

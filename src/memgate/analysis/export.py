@@ -51,7 +51,12 @@ def per_sample(logits: torch.Tensor, g: dict[int, torch.Tensor], labels: np.ndar
     return scores
 
 
-def export_scores(run: str | Path, out: str | Path | None = None, force: bool = False) -> str:
+def export_scores(
+    run: str | Path, out: str | Path | None = None, force: bool = False, proxies: bool = False, probes: int = 2
+) -> str:
+    """Write train_scores.npz, test_scores.npz, scores.md and g_by_class.png for a finished gated run;
+    with ``proxies`` also prediction depth, input-loss curvature (``probes`` Rademacher probes) and
+    loss sensitivity, averaged over the run's snapshots where it kept them (analysis/proxies.py)."""
     r = open_run(run)
     if not r.cfg.model.gates:
         raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
@@ -78,10 +83,16 @@ def export_scores(run: str | Path, out: str | Path | None = None, force: bool = 
         "test": (np.arange(len(r.dataset.y_test)), r.dataset.y_test, r.dataset.x_test),
     }
     lines = [f"{run}: per-sample scores of the final network (eval mode, no augmentation)"]
+    extra: dict[str, dict[str, np.ndarray]] = {"train": {}, "test": {}}
+    if proxies:
+        extra, more = _proxies(r, run_folder(run), sets, probes)
+        lines += more
+    if signals is not None:
+        extra["train"].update(history_proxies(signals, order))
     result = {}
     for name, (ind, lab, x) in sets.items():
         o = predict(r, x)
-        arrays = {"indices": ind, "labels": lab.astype(np.int16), **per_sample(o.logits, o.g, lab)}
+        arrays = {"indices": ind, "labels": lab.astype(np.int16), **per_sample(o.logits, o.g, lab), **extra[name]}
         write_atomic(out_dir / f"{name}_scores.npz", lambda f, a=arrays: np.savez(f, **a))
         result[name] = arrays
         lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
@@ -97,10 +108,60 @@ def export_scores(run: str | Path, out: str | Path | None = None, force: bool = 
     return "\n".join(lines)
 
 
+PROXY_NAMES = {  # scores.md's names for the proxies a train_scores.npz may hold, as their papers name them
+    "prediction_depth": "prediction depth (Baldock et al. 2021)",
+    "curvature": "input-loss curvature (Garg et al. 2024)",
+    "loss_sensitivity": "loss sensitivity (input-gradient norm)",
+    "el2n": "EL2N (Paul et al. 2021)",
+    "csl": "CSL, cumulative training loss (Ravikumar et al. 2025)",
+}
+
+
+def history_proxies(signals: dict[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
+    """From the training passes' histories, in dataset-index order (``order`` sorts the split's
+    columns): the cumulative training loss, and EL2N at 10% of training (Paul et al.'s epoch 20 of 200),
+    where the run recorded it."""
+    out = {"csl": signals["loss"].astype(np.float64).sum(0)[order].astype(np.float32)}
+    if "el2n" in signals:
+        epochs = len(signals["el2n"])
+        out["el2n"] = signals["el2n"][max(1, round(0.1 * epochs)) - 1][order].astype(np.float32)
+    return out
+
+
+def _proxies(r, folder: Path, sets: dict, probes: int) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    from ..train.rundir import snapshot_epochs, snapshot_path
+    from .proxies import run_proxies
+
+    epochs = snapshot_epochs(folder)
+    found, cost = run_proxies(
+        r,
+        {k: (x, lab) for k, (_, lab, x) in sets.items()},
+        probes,
+        [snapshot_path(folder, e) for e in epochs],
+        progress=True,
+    )
+    n = sum(len(v[0]) for v in sets.values())
+    lines = [
+        f"  proxies: prediction depth {cost['prediction_depth']:.0f} s, curvature ({probes} probes) and loss "
+        f"sensitivity {cost['curvature_and_sensitivity']:.0f} s for {n:,d} images x {len(epochs) + 1} network(s)"
+    ]
+    if epochs:
+        lines.append(
+            f"  curvature and loss sensitivity averaged over the snapshots of epochs {epochs} and the final network"
+        )
+    else:
+        lines.append(
+            "  no snapshots (trained with train.snapshot_every=0): curvature and loss sensitivity of the final "
+            "network only, not averaged over training"
+        )
+    return found, lines
+
+
 def _spearman_table(
     train: dict[str, np.ndarray], signals: dict[str, np.ndarray], stage: int, classes: list[str]
 ) -> str:
-    """Spearman of the final g with the training-pass loss (final), -AUM and forgetting, overall and per class."""
+    """Spearman of the final g with the training-pass loss (final), -AUM, forgetting and every proxy the
+    scores hold, overall and per class."""
     pos = np.searchsorted(train["indices"], signals["indices"])
     g = train[f"g_b{stage}"].astype(np.float64)[pos]
     other = {
@@ -108,6 +169,7 @@ def _spearman_table(
         "-AUM": -signals["margin"].astype(np.float64).mean(0),
         "forgetting events": forgetting_events(signals["correct"]),
         "loss (final network, eval)": train["loss"].astype(np.float64)[pos],
+        **{label: train[key].astype(np.float64)[pos] for key, label in PROXY_NAMES.items() if key in train},
     }
     labels = signals["labels"]
     rows = []

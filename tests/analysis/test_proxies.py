@@ -1,0 +1,153 @@
+"""The memorisation proxies against values computed independently: by hand, with torch.func's exact
+Hessian-vector product, and with the reference implementation's own formula."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memgate.analysis.proxies import (
+    curvature,
+    depth_from_probes,
+    knn_predict,
+    layer_features,
+    loss_sensitivity,
+    prediction_depth,
+)
+from memgate.config import GateConfig, ModelConfig
+from memgate.models import build_model
+
+
+def test_curvature_and_sensitivity_of_a_quadratic_loss_by_hand():
+    """L_i(x) = c_i |x_i|^2 / 2: grad = c_i x_i, so grad(x + h v) - grad(x) = c_i h v and, for any
+    Rademacher v in d dimensions, its norm is c_i h sqrt(d), exactly."""
+    c = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
+    x = torch.randn(3, 3, 4, 4, dtype=torch.float64)
+    fn = lambda z: 0.5 * c * z.flatten(1).pow(2).sum(1)  # noqa: E731
+    d = 3 * 4 * 4
+    got = curvature(fn, x, probes=4, h=1e-3, generator=torch.Generator().manual_seed(0))
+    assert got.double().tolist() == pytest.approx((c * 1e-3 * math.sqrt(d)).tolist(), rel=1e-5)
+    assert loss_sensitivity(fn, x).tolist() == pytest.approx((c * x.flatten(1).norm(dim=1)).tolist(), rel=1e-9)
+
+
+def test_curvature_is_h_times_the_exact_hessian_vector_product():
+    """On a smooth nonlinear loss, the finite difference equals h |H v| (torch.func's exact H v for
+    the same Rademacher v) up to O(h)."""
+    torch.manual_seed(0)
+    w1, w2 = torch.randn(12, 8, dtype=torch.float64), torch.randn(3, 12, dtype=torch.float64)
+    y = torch.tensor([0, 2])
+
+    def fn(z):
+        return F.cross_entropy(torch.tanh(z.flatten(1) @ w1.T) @ w2.T, y, reduction="none")
+
+    x = torch.randn(2, 8, dtype=torch.float64)
+    h = 1e-4
+    got = curvature(fn, x, probes=1, h=h, generator=torch.Generator().manual_seed(3))
+    v = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(3)).double() * 2 - 1
+    for i in range(2):
+
+        def one(z, i=i):  # sample i's loss as a function of its own input
+            return F.cross_entropy(torch.tanh(z[None] @ w1.T) @ w2.T, y[i : i + 1])
+
+        hv = torch.autograd.functional.hvp(one, x[i], v[i])[1]
+        assert got[i].item() == pytest.approx(h * hv.norm().item(), rel=1e-3)
+
+
+def test_curvature_matches_the_reference_implementation_up_to_its_batch_mean():
+    """purdue-nrl/Memorization-Curvature: nn.CrossEntropyLoss() (a batch mean), v = h (v + 1e-7); the
+    same probes give our per-sample scores divided by the batch size."""
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(depth=8), GateConfig()).double().eval()
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.tensor([1, 5, 5, 9])
+
+    def reference(batch_data, batch_labels, h, niter, gen):
+        regr = torch.zeros(len(batch_data), dtype=torch.float64)
+        for _ in range(niter):
+            v = torch.randint(0, 2, batch_data.shape, generator=gen).double()
+            v[v == 0] = -1
+            v = h * (v + 1e-7)
+            batch_data = batch_data.detach().requires_grad_()
+            loss_pos = F.cross_entropy(net(batch_data + v).logits, batch_labels)
+            loss_orig = F.cross_entropy(net(batch_data).logits, batch_labels)
+            grad_diff = torch.autograd.grad(loss_pos - loss_orig, batch_data)[0]
+            regr += grad_diff.reshape(len(batch_data), -1).norm(dim=1)
+        return regr / niter
+
+    theirs = reference(x, y, 1e-3, 3, torch.Generator().manual_seed(7))
+    fn = lambda z: F.cross_entropy(net(z).logits, y, reduction="none")  # noqa: E731
+    ours = curvature(fn, x, probes=3, h=1e-3, generator=torch.Generator().manual_seed(7))
+    assert (ours.double() / len(x)).tolist() == pytest.approx(theirs.tolist(), rel=1e-4)
+
+
+def test_depth_from_probes_by_hand():
+    # 4 layers, 4 samples; final predictions 1, 1, 2, 0
+    probes = torch.tensor(
+        [
+            [1, 0, 2, 0],
+            [1, 1, 1, 0],
+            [1, 1, 2, 1],
+            [1, 1, 2, 0],
+        ]
+    )
+    final = torch.tensor([1, 1, 2, 0])
+    # sample 0 agrees from layer 0; sample 1 from layer 1; sample 2 from layer 2 (layer 1 says 1);
+    # sample 3 disagrees at layer 2, agrees at 3: depth 3
+    assert depth_from_probes(probes, final).tolist() == [0, 1, 2, 3]
+    assert depth_from_probes(probes, torch.tensor([0, 0, 0, 1])).tolist() == [4, 4, 4, 4]  # last disagrees
+
+
+def test_prediction_depth_on_planted_representations_and_leave_one_out():
+    """Two clusters in every layer's space; the query sits in cluster 0 at layer 0 and in cluster 1
+    from layer 1 on, and the network predicts 1: depth 1. A training sample may not vote for itself."""
+    ref = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.1]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    q0, q1 = torch.tensor([[0.05, 0.05]]), torch.tensor([[5.05, 5.05]])
+    depth = prediction_depth([q0, q1, q1], torch.tensor([1]), [ref, ref, ref], labels, 2, k=3)
+    assert depth.tolist() == [1]
+    # a lone point of class 1 inside cluster 0: with itself voting it is "class 1", without it class 0
+    ref2 = torch.cat([ref, torch.tensor([[0.02, 0.02]])])
+    lab2 = torch.cat([labels, torch.tensor([1])])
+    query = ref2[6:7]
+    assert knn_predict(query, ref2, lab2, 1, 2).tolist() == [1]
+    assert knn_predict(query, ref2, lab2, 1, 2, self_index=torch.tensor([6])).tolist() == [0]
+
+
+def test_layer_features_are_the_stem_and_every_unit():
+    net = build_model(ModelConfig(depth=14, gates=(3,)), GateConfig(hidden=(8,))).eval()
+    feats, logits = layer_features(net, torch.randn(5, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [16, 16, 16, 32, 32, 64, 64]  # stem + 2 units in each of 3 stages
+    assert all(f.shape[0] == 5 for f in feats) and logits.shape == (5, 10)
+
+
+@pytest.mark.slow
+def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_path, capsys):
+    """`memgate scores --proxies`: prediction depth, curvature and loss sensitivity for the train and
+    test images, CSL and EL2N from the histories; averaged over snapshots only where the run kept them."""
+    import numpy as np
+    from runfactory import tiny
+
+    from memgate.cli import main
+    from memgate.train.run import train
+    from memgate.train.rundir import read_signals
+
+    for name, snap in (("snap", "train.snapshot_every=1"), ("plain", "train.snapshot_every=0")):
+        train(tiny(npz, tmp_path / name, snap))
+        capsys.readouterr()
+        assert main(["scores", str(tmp_path / name), "--proxies", "--probes", "1"]) == 0
+        out = capsys.readouterr().out
+        assert ("averaged over the snapshots of epochs [1, 2]" in out) == (name == "snap")
+        assert ("no snapshots (trained with train.snapshot_every=0)" in out) == (name == "plain")
+        tr, te = (np.load(tmp_path / name / f"{s}_scores.npz") for s in ("train", "test"))
+        for z in (tr, te):
+            n = len(z["indices"])
+            assert z["prediction_depth"].shape == (n,) and 0 <= z["prediction_depth"].min()
+            assert z["prediction_depth"].max() <= 7  # stem + 6 units of a ResNet-14
+            assert (z["curvature"] > 0).all() and (z["loss_sensitivity"] > 0).all()
+        sig = read_signals(tmp_path / name)
+        order = np.argsort(sig["indices"])
+        assert np.allclose(tr["csl"], sig["loss"].astype(np.float64).sum(0)[order], rtol=1e-6)
+        assert np.array_equal(tr["el2n"], sig["el2n"][0][order].astype(np.float32))  # epoch 1 of 2 (10%)
+        text = (tmp_path / name / "scores.md").read_text()
+        for label in ("prediction depth (Baldock et al. 2021)", "input-loss curvature (Garg et al. 2024)", "CSL"):
+            assert label in text
