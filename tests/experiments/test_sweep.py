@@ -5,6 +5,7 @@ from memgate.cli import main
 from memgate.experiments.report import report
 from memgate.experiments.sweep import sweep
 from memgate.train import checkpoint as ckpt_io
+from memgate.train.rundir import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,11 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     report(runs / "grid")
     text = (runs / "grid" / "report.md").read_text()
     assert "| baseline | 2 |" in text and "| gated | 1 |" in text
+    # Figure 2 in numbers: the gated run's share of g > 0.5 and mean g at its first and last epoch
+    (row,) = read_metrics(runs / "grid" / "gated" / "seed0")
+    fig2 = text.split("## Figure 2 in numbers")[1].split("\n## ")[0]
+    want = f"| gated | 0 | {100 * row['frac_g_above_half']:.1f} | {100 * row['frac_g_above_half']:.1f} (epoch 1) |"
+    assert want in fig2 and f"{row['g_mean']:.3f} | {row['g_mean']:.3f} |" in fig2 and "| baseline |" not in fig2
     assert (runs / "grid" / "results.csv").exists() and (runs / "grid" / "curves.png").exists()
     assert (runs / "grid" / "fig2_gated.png").exists()
     # Again: finished runs are skipped, the broken one fails again, the exit status stays non-zero.

@@ -246,7 +246,9 @@ def report(
     _write_csv(rows, out_dir / "results.csv")
     figures = _figures(meta, results, out_dir)
     tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
-    text = _markdown(meta, rows, figures + tradeoff_figures, detection + tradeoff_lines)
+    text = _markdown(
+        meta, rows, figures + tradeoff_figures, _figure2_numbers(meta, results) + detection + tradeoff_lines
+    )
     write_text(out_dir / "report.md", text)
     record(out_dir, runs_dir, "report")
     print(text)
@@ -308,6 +310,39 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
     if has_paper:
         cells += [_fmt(r.get("paper_mean"), 3), _fmt(r.get("paper_std"), 3)]
     return cells
+
+
+def _figure2_numbers(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
+    """Figure 2's statement in numbers, per gated run: the share of training images with g > 0.5 and
+    the mean g at the first and at the last epoch (metrics.jsonl)."""
+    rows = []
+    for v in meta["variants"]:
+        for r in results.get(v["name"], []):
+            m = [row for row in read_metrics(r["run"]) if row.get("g_mean") is not None]
+            if m:
+                first, last = m[0], m[-1]
+                rows.append(
+                    [
+                        v["name"],
+                        str(r["seed"]),
+                        f"{100 * first['frac_g_above_half']:.1f}",
+                        f"{100 * last['frac_g_above_half']:.1f} (epoch {last['epoch']})",
+                        f"{first['g_mean']:.3f}",
+                        f"{last['g_mean']:.3f}",
+                    ]
+                )
+    if not rows:
+        return []
+    head = ["variant", "seed", "g > 0.5, epoch 1 (%)", "g > 0.5, last epoch (%)", "mean g, epoch 1", "mean g, last"]
+    return [
+        "## Figure 2 in numbers",
+        "",
+        "The share of the training images with g > 0.5 (the paper: most images start high and end low) and "
+        "the mean g, at the first and the last epoch of every gated run (metrics.jsonl).",
+        "",
+        *table(head, rows),
+        "",
+    ]
 
 
 def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
