@@ -6,7 +6,7 @@ Co-teaching / DivideMix), -AUM (Pleiss et al. 2020: minus the mean margin), forg
 the first epoch learned for good (Toneva et al. 2019), dataset cartography's confidence (negated) and
 variability over epochs of p(given label) (Swayamdipta et al. 2020), each gate classifier's entropy (what g is made
 of) and its loss on the given label (the label-aware twin of g), and cleanlab's label-quality score
-on the stored softmax when the optional ``memgate[cleanlab]`` extra is installed.
+on the stored softmax when the optional cleanlab extra is installed (``pip install -e ".[cleanlab]"``).
 """
 
 from __future__ import annotations
