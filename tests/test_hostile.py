@@ -392,9 +392,21 @@ def test_corrupt_summary_grid_and_gates_files(npz, finished, tmp_path, capsys):
     assert ckpt_io.load(run)["epoch"] == 1
 
 
-def test_non_finite_evaluation_is_not_a_good_checkpoint(npz, tmp_path, capsys):
+def test_non_finite_evaluation_is_not_a_good_checkpoint(npz, tmp_path, capsys, monkeypatch):
+    """Training stays finite (batch statistics) while evaluation does not: a BatchNorm whose running
+    variance went negative gives NaN only in eval mode."""
+    import memgate.train.loop as training
+
+    real_step = training.train_step
+
+    def step_then_break_bn(model, *a, **kw):
+        result = real_step(model, *a, **kw)
+        model.stem_bn.running_var.fill_(-1.0)
+        return result
+
+    monkeypatch.setattr(training, "train_step", step_then_break_bn)
     run = tmp_path / "run"
-    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.lr=3e38", "train.batch_size=448").to_toml())
+    (tmp_path / "c.toml").write_text(tiny(npz, run, "train.batch_size=448").to_toml())
     err = fails_cleanly(capsys, ["train", "-c", tmp_path / "c.toml"], "non-finite")
     assert "last good checkpoint (none yet)" in err
     assert not (run / "checkpoint.pt").exists()
@@ -473,6 +485,35 @@ def test_one_line_usage_errors_and_range_checked_flags(capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("memgate: error: ") and needle in err, (argv, err)
+
+
+def test_version_and_usage_without_a_command(capsys):
+    """`memgate --version` prints the version; `memgate` alone lists the commands once (exit 2); a
+    subcommand's usage error names the subcommand once, not "memgate: error: memgate ..."."""
+    from memgate import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"memgate {__version__}"
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("usage: memgate") == 1 and "train " in err and "sweep " in err and "--version" in err
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "memgate: error: train: the following arguments are required: -c/--config (see memgate train --help)"
+
+
+def test_an_imported_networks_checkpoint_file_is_a_baseline(tmp_path, npz):
+    """`tradeoff --baseline runs/resnet20/checkpoint.pt` names the imported network's file: it is drawn
+    as that network, not refused as "not a finished run"."""
+    from test_pretrained import akamaster_file
+
+    from memgate.analysis.tradeoff import _reference_point
+
+    akamaster_file(tmp_path / "r.th")
+    argv = ["import", str(tmp_path / "r.th"), "-o", str(tmp_path / "pub"), f"data.path={npz}", "data.val_size=0"]
+    assert main(argv) == 0
+    by_file, by_folder = (_reference_point(p) for p in (tmp_path / "pub" / "checkpoint.pt", tmp_path / "pub"))
+    assert by_file["label"] == by_folder["label"] == "ResNet-20 (public weights)"
+    assert by_file["test_acc"] == by_folder["test_acc"] and by_file["macs"] == by_folder["macs"]
 
 
 def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):

@@ -371,9 +371,9 @@ def validate(cfg: Config) -> None:
     _positive("train.lr", t.lr)
     _positive("train.warmup_lr", t.warmup_lr)
     _positive("train.momentum", t.momentum, allow_zero=True)
-    for key, m in (("train.momentum", t.momentum), ("gate_optim.momentum", go.momentum)):
-        if m >= 1:
-            raise ConfigError(f"config: {key}={m:g} must be below 1 (SGD momentum; the paper's is 0.9)")
+    for key, mom in (("train.momentum", t.momentum), ("gate_optim.momentum", go.momentum)):
+        if mom >= 1:
+            raise ConfigError(f"config: {key}={mom:g} must be below 1 (SGD momentum; the paper's is 0.9)")
     _positive("train.weight_decay", t.weight_decay, allow_zero=True)
     _positive("train.gate_iters", t.gate_iters)
     _positive("train.checkpoint_every_s", t.checkpoint_every_s, allow_zero=True)

@@ -72,7 +72,14 @@ def test_table1_r20_is_table1_at_depth_20_for_100_epochs():
     assert (gated.data.val_size, gated.data.augment, gated.train.batch_size, gated.train.lr) == (0, True, 128, 0.1)
     assert not gated.train.amp  # fp32 on every machine: the grid spans sessions on CPUs with and without bf16
     assert "train.init=runs/table1_r20/baseline/seed2" in by["binit_lr0.01_const/seed2"].overrides
-    same = {"model.depth", "train.epochs", "train.milestones", "train.warmup_epochs", "train.amp"}
+    same = {
+        "model.depth",
+        "train.epochs",
+        "train.milestones",
+        "train.warmup_epochs",
+        "train.amp",
+        "train.snapshot_every",
+    }
     for section in ("model", "gate", "data", "train", "gate_optim"):
         a, b = getattr(gated, section), getattr(full, section)
         for k in vars(a):

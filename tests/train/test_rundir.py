@@ -13,7 +13,7 @@ def test_finished_run_is_not_retrained(npz, tmp_path, capsys):
     stamp = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
     capsys.readouterr()
     run_training(cfg)
-    assert "is finished" in capsys.readouterr().out
+    assert "was already finished (nothing trained)" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 

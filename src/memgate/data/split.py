@@ -115,14 +115,19 @@ def _csv_column(text: str, what: str, name: str = "index") -> list[float] | None
 
 
 def read_labels(path: str | Path) -> np.ndarray | None:
-    """The ``label`` column of a CSV data.exclude file (suspects.csv has one), else None."""
+    """The labels a CSV data.exclude file gives its samples (suspects.csv has them): its
+    ``clean_label`` column (the original labels, written for runs with injected noise), else its
+    ``label`` column, else None."""
     p = Path(path).expanduser()
     if p.suffix.lower() != ".csv":
         return None
+    what = f"data: data.exclude={path}"
     try:
-        labels = _csv_column(p.read_text(encoding="utf-8"), f"data: data.exclude={path}", "label")
-    except (OSError, ValueError):
-        return None  # read_indices has said what is wrong with the file
+        text = p.read_text(encoding="utf-8")
+        labels = _csv_column(text, what, "clean_label")
+        labels = labels if labels is not None else _csv_column(text, what, "label")
+    except (OSError, ValueError, DataError):
+        return None  # read_indices says what is wrong with the file
     return None if labels is None else np.asarray(labels, dtype=np.int64)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import MemgateError
-from ..train.rundir import CONFIG, LOCK, lock_holder, read_metrics, read_summary
+from ..train.rundir import LOCK, lock_holder, read_metrics, read_summary
 from .grid import Grid, Run
 
 LOG = "train.log"  # what the sweep writes for each run: the command, its output, its exit status
@@ -31,20 +31,16 @@ class RunStatus:
 
 
 def _total_epochs(grid: Grid, run: Run) -> int:
-    """The run's epoch count: its own config.toml where it has one, else its config resolved from the grid."""
+    """The run's epoch count, as the grid defines it (a folder holding another config is the grid's run
+    all the same: the sweep refuses to train into it)."""
     overrides = [o for o in run.overrides if not o.startswith("train.init=")]  # the source may not exist yet
-    try:
-        if (run.out / CONFIG).is_file():
-            return load_config(run.out / CONFIG).train.epochs
-    except MemgateError:
-        pass
     return load_config(grid.config, overrides).train.epochs
 
 
 def last_error(lines: list[str]) -> str:
     """The line of a log most likely to say why a run failed: the last that mentions an error."""
     errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["(no output)"])[-1].strip()
+    return (errors or lines or ["(no output)"])[-1].strip().removeprefix("memgate: error: ")
 
 
 def _last_exit(log: Path) -> tuple[int | None, str]:
