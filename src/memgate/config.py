@@ -23,7 +23,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from .errors import ConfigError, short_repr
-from .parsing import loads_toml
+from .parsing import loads_toml, read_toml
 
 # Paper section 5: hidden width of the gate head over each stage.
 DEFAULT_GATE_HIDDEN = {2: 216, 3: 512}
@@ -233,22 +233,6 @@ def _set(tree: dict[str, Any], path: list[str], value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"config: '{'.'.join(path)}' goes inside a value that is not a section")
     node[path[-1]] = value
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config: {p} is a folder, not a TOML file (pass a file, e.g. configs/baseline.toml)")
-    if not p.is_file():
-        raise ConfigError(f"config: file not found: {p} (pass an existing TOML file, e.g. configs/baseline.toml)")
-    try:
-        return loads_toml(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config: {p} is not UTF-8 text; save it as UTF-8 TOML") from None
-    except OSError as e:
-        raise ConfigError(f"config: cannot read {p} ({e.strerror}); check its permissions") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

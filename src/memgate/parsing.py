@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,3 +53,20 @@ def loads_toml(text: str) -> dict[str, Any]:
         if isinstance(e, tomllib.TOMLDecodeError):
             raise
         raise tomllib.TOMLDecodeError(str(e) if isinstance(e, ValueError) else "nested too deeply") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's table; a missing, unreadable or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {p} is a folder, not a TOML file (pass a file, e.g. configs/baseline.toml)")
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p} (pass an existing TOML file, e.g. configs/baseline.toml)")
+    try:
+        return loads_toml(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not UTF-8 text; save it as UTF-8 TOML") from None
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {p} ({e.strerror}); check its permissions") from None

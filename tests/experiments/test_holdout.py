@@ -150,7 +150,7 @@ def test_two_plans_into_one_folder_at_once_cannot_both_succeed(config, tmp_path,
     """While one `holdout plan` writes a folder (it holds the folder's lock), another is refused."""
     import os
 
-    from memgate.train.rundir import lock
+    from memgate.train.lock import lock
 
     folder = tmp_path / "h"
     with lock(folder):

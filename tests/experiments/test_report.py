@@ -242,11 +242,11 @@ def test_report_of_the_committed_memorise_study_reads_its_real_files(tmp_path):
 
 def test_a_curve_of_one_evaluated_epoch_is_drawn_as_a_point():
     from memgate.analysis.figures import subplots
-    from memgate.experiments.report import _mean_std
+    from memgate.experiments.report_figures import mean_std
 
     fig, ax = subplots()
-    _mean_std(ax, [[3]], [[0.5]], "gated")  # one seed, one evaluated epoch
-    _mean_std(ax, [[1, 2, 3], [1, 2, 3]], [[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]], "baseline")
+    mean_std(ax, [[3]], [[0.5]], "gated")  # one seed, one evaluated epoch
+    mean_std(ax, [[1, 2, 3], [1, 2, 3]], [[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]], "baseline")
     one, many = ax.lines
     assert one.get_marker() == "o" and list(one.get_xdata()) == [3] and list(one.get_ydata()) == [50.0]
     assert many.get_marker() in ("None", None, "") and list(many.get_ydata()) == [20.0, 30.0, 40.0]

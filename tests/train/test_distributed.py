@@ -11,15 +11,20 @@ from memgate.train import checkpoint as ckpt_io
 from memgate.train.rundir import read_metrics
 
 
+def _ddp_config(tmp_path, model: str, epochs: int):
+    """A CPU config for a two-rank run on toy data (``model``: the [model] and [gate] lines)."""
+    npz = write_learnable_npz(tmp_path / "toy.npz", n_train=256, n_test=64)
+    cfg, out = tmp_path / "ddp.toml", tmp_path / "run"
+    cfg.write_text(
+        f'device = "cpu"\nout = "{out}"\n[model]\n{model}\n'
+        f'[data]\npath = "{npz}"\nval_size = 32\n[train]\nepochs = {epochs}\nbatch_size = 32\n'
+    )
+    return cfg, out
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_run_writes_one_consistent_run(tmp_path):
-    npz = write_learnable_npz(tmp_path / "toy.npz", n_train=256, n_test=64)
-    cfg = tmp_path / "ddp.toml"
-    out = tmp_path / "run"
-    cfg.write_text(
-        f'device = "cpu"\nout = "{out}"\n[model]\ndepth = 14\ngates = [3]\n[gate]\nhidden = [16]\n'
-        f'[data]\npath = "{npz}"\nval_size = 32\n[train]\nepochs = 1\nbatch_size = 32\n'
-    )
+    cfg, out = _ddp_config(tmp_path, "depth = 14\ngates = [3]\n[gate]\nhidden = [16]", epochs=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -91,13 +96,7 @@ def test_a_failure_on_rank_0_ends_every_rank_with_its_error(tmp_path):
     with that one-line error at once, none waits in an all-reduce for a timeout."""
     import time
 
-    npz = write_learnable_npz(tmp_path / "toy.npz", n_train=256, n_test=64)
-    out = tmp_path / "run"
-    cfg = tmp_path / "ddp.toml"
-    cfg.write_text(
-        f'device = "cpu"\nout = "{out}"\n[model]\ndepth = 8\ngates = []\n[gate]\nhidden = []\n'
-        f'[data]\npath = "{npz}"\nval_size = 32\n[train]\nepochs = 3\nbatch_size = 32\n'
-    )
+    cfg, out = _ddp_config(tmp_path, "depth = 8\ngates = []\n[gate]\nhidden = []", epochs=3)
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(

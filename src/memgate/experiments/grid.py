@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config, read_toml
+from ..config import load_config
 from ..errors import ConfigError
+from ..parsing import read_toml
 
 GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
 

@@ -45,7 +45,8 @@ from ..data.npz import read_user_arrays
 from ..errors import ConfigError, DataError, RunError
 from ..parsing import loads_json
 from ..train.evaluate import open_run, predict
-from ..train.rundir import is_finished, lock, read_signals
+from ..train.lock import lock
+from ..train.rundir import is_finished, read_signals
 from .grid import load_grid
 from .sweep import sweep
 

@@ -6,35 +6,29 @@ import csv
 import io
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import schema
-from ..analysis.figures import colormap, save, subplots
-from ..analysis.gates import plot_g_histograms, plot_top_g_images
 from ..analysis.memorisation import run_fit
 from ..atomic import write_text
 from ..errors import MemgateError
 from ..markdown import table
 from ..outputs import claim, record
 from ..parsing import loads_json
-from ..train.evaluate import run_dataset
 from ..train.rundir import (
     DETECTION,
-    GATES,
     OOD,
     TRADEOFF,
-    present,
     read_analysis,
-    read_gates,
     read_metrics,
     read_summary,
 )
 from .detection_table import detection_markdown
 from .grid import load_grid
+from .report_figures import draw_figures, figure2_numbers
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
 
@@ -244,10 +238,10 @@ def report(
     detection = detection_markdown(meta, results)  # reads (and so checks) every run's npz files first
     out_dir = claim(out or runs_dir, runs_dir, "report", force)
     _write_csv(rows, out_dir / "results.csv")
-    figures = _figures(meta, results, out_dir)
+    figures = draw_figures(meta, results, out_dir)
     tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
     text = _markdown(
-        meta, rows, figures + tradeoff_figures, _figure2_numbers(meta, results) + detection + tradeoff_lines
+        meta, rows, figures + tradeoff_figures, figure2_numbers(meta, results) + detection + tradeoff_lines
     )
     write_text(out_dir / "report.md", text)
     record(out_dir, runs_dir, "report")
@@ -310,126 +304,3 @@ def _cells(r: dict[str, Any], has_paper: bool) -> list[str]:
     if has_paper:
         cells += [_fmt(r.get("paper_mean"), 3), _fmt(r.get("paper_std"), 3)]
     return cells
-
-
-def _figure2_numbers(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
-    """Figure 2's statement in numbers, per gated run: the share of training images with g > 0.5 and
-    the mean g at the first and at the last epoch (metrics.jsonl)."""
-    rows = []
-    for v in meta["variants"]:
-        for r in results.get(v["name"], []):
-            m = [row for row in read_metrics(r["run"]) if row.get("g_mean") is not None]
-            if m:
-                first, last = m[0], m[-1]
-                rows.append(
-                    [
-                        v["name"],
-                        str(r["seed"]),
-                        f"{100 * first['frac_g_above_half']:.1f}",
-                        f"{100 * last['frac_g_above_half']:.1f} (epoch {last['epoch']})",
-                        f"{first['g_mean']:.3f}",
-                        f"{last['g_mean']:.3f}",
-                    ]
-                )
-    if not rows:
-        return []
-    head = ["variant", "seed", "g > 0.5, epoch 1 (%)", "g > 0.5, last epoch (%)", "mean g, epoch 1", "mean g, last"]
-    return [
-        "## Figure 2 in numbers",
-        "",
-        "The share of the training images with g > 0.5 (the paper: most images start high and end low) and "
-        "the mean g, at the first and the last epoch of every gated run (metrics.jsonl).",
-        "",
-        *table(head, rows),
-        "",
-    ]
-
-
-def _figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
-    names = [_curves(meta, results, out_dir / "curves.png")]
-    # per gated variant, its first seed that still has gates.npz (a run kept without it draws nothing)
-    with_gates = {
-        v["name"]: [r for r in results.get(v["name"], []) if present(Path(r["run"]), GATES)] for v in meta["variants"]
-    }
-    gated = [(name, runs[0]) for name, runs in with_gates.items() if runs]
-    for name, run in gated:
-        png = f"fig2_{name}.png"
-        plot_g_histograms(
-            Path(run["run"]) / GATES,
-            out_dir / png,
-            title=f"{name}, seed {run['seed']}: g of the training samples over epochs (Figure 2)",
-        )
-        names.append(png)
-    if gated:
-        name, run = gated[0]
-        try:
-            ds = run_dataset(run["run"])
-            plot_top_g_images(ds.x_train, read_gates(run["run"]), list(ds.classes), out_dir / "top_g.png")
-            names.append("top_g.png")
-        except MemgateError as e:
-            print(f"report: no top-g image grid ({e})", file=sys.stderr)
-    return names
-
-
-CURVES = (  # metrics.jsonl key, axis label, scale: the learning curves of every variant
-    ("test_acc", "test accuracy (%)", 100),
-    ("train_loss", "training loss", 1),
-    ("g_mean", "mean g (training samples)", 1),
-    ("gate_acc", "gate head accuracy, training (%)", 100),
-)
-
-
-def _curves(meta: dict[str, Any], results: dict[str, list[dict]], png: Path) -> str:
-    """Learning curves per epoch, mean and std over seeds, one line per variant: test accuracy,
-    training loss, mean g and the gate head's accuracy (gated variants); for a grid with injected label
-    noise, also the share of the wrong labels each variant has fitted per epoch."""
-    fits = {
-        v["name"]: [f for r in results.get(v["name"], []) if (f := run_fit(Path(r["run"])))] for v in meta["variants"]
-    }
-    noisy = any(fits.values())
-    n_panels = len(CURVES) + noisy
-    fig, axes = subplots(2, (n_panels + 1) // 2, figsize=(7 * ((n_panels + 1) // 2), 9), squeeze=False)
-    panels = list(axes.flat)
-    palette = colormap("tab10").colors
-    for i, v in enumerate(meta["variants"]):
-        colour = palette[i % len(palette)]  # one colour per variant in every panel
-        metrics = [read_metrics(r["run"]) for r in results.get(v["name"], [])]
-        for ax, (key, _, scale) in zip(panels, CURVES):
-            rows = [[m for m in ms if m.get(key) is not None] for ms in metrics]
-            if rows and all(rows):
-                x = [[m["epoch"] for m in rs] for rs in rows]
-                _mean_std(ax, x, [[m[key] for m in rs] for rs in rows], v["name"], scale, colour)
-        if noisy and fits[v["name"]]:
-            mem = [f["train_acc_noisy"] for f in fits[v["name"]]]
-            _mean_std(panels[len(CURVES)], [list(range(1, len(m) + 1)) for m in mem], mem, v["name"], 100, colour)
-    for ax, (_, label, _) in zip(panels, CURVES):
-        ax.set(xlabel="epoch", ylabel=label, title=f"{label}: mean, std over seeds")
-    if noisy:
-        panels[len(CURVES)].set(
-            xlabel="epoch",
-            ylabel="wrong labels fitted (%)",
-            ylim=(0, 100),
-            title="memorised: training accuracy on the noisy samples, for their given label",
-        )
-    for ax in panels[n_panels:]:
-        ax.set_visible(False)
-    for ax in panels[:n_panels]:
-        ax.title.set_fontsize(10)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    save(fig, png, meta.get("title", meta["name"]), 10)
-    return png.name
-
-
-def _mean_std(
-    ax: Any, epochs: list[list[int]], curves: list[list[float]], name: str, scale: float = 100, color: Any = None
-) -> None:
-    """One variant's curve over seeds (times ``scale``): the mean, and the std band when there are
-    several; a curve of one or two points is drawn as markers, so that a single epoch shows."""
-    n = min(len(c) for c in curves)
-    arr = scale * np.array([c[:n] for c in curves], dtype=np.float64)
-    x, mean = epochs[0][:n], arr.mean(0)
-    (line,) = ax.plot(x, mean, marker="o" if n <= 2 else None, color=color, label=f"{name} (n={len(curves)})")
-    if len(curves) > 1:
-        sd = arr.std(0, ddof=1)
-        ax.fill_between(x, mean - sd, mean + sd, alpha=0.2, color=line.get_color())

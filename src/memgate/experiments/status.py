@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import MemgateError
-from ..train.rundir import LOCK, lock_holder, read_metrics, read_summary
+from ..train.lock import lock_holder
+from ..train.rundir import LOCK, read_metrics, read_summary
 from .grid import Grid, Run
 
 LOG = "train.log"  # what the sweep writes for each run: the command, its output, its exit status

@@ -68,6 +68,17 @@ def epoch_line(row: dict, epochs: int) -> str:
     return " | ".join(parts)
 
 
+def progress_line(where: tuple[int, int, int, int], totals, seconds: float) -> str:
+    """The line a run without a terminal prints within a long epoch: ``where`` = (epoch, epochs,
+    batches done, batches), the epoch's running sums so far, and how fast."""
+    epoch, epochs, done, n_batches = where
+    seen = max(1, int(totals.seen.item()))
+    return (
+        f"epoch {epoch}/{epochs}: batch {done}/{n_batches} | loss {totals.loss.item() / seen:.4f} "
+        f"| train {100 * totals.correct.item() / seen:.2f}% | {seen / max(seconds, 1e-9):.0f} img/s"
+    )
+
+
 def epoch_row(
     epoch: int,
     lrs: tuple[float, float],

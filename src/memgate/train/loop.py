@@ -31,7 +31,7 @@ from . import rundir
 from .distributed import Dist, average_buffers, init_distributed, pick_device, shared_outcome
 from .evaluate import evaluate
 from .history import History, read_rows
-from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, run_summary
+from .log import epoch_line, epoch_row, log_tensorboard, open_tensorboard, progress_line, run_summary
 from .precision import autocast, with_precision
 from .recipe import freeze_bn, gate_lr, make_optimizers, model_lr, set_lr, train_step
 from .signals import SampleSignals, probs_epochs, signal_names
@@ -217,7 +217,8 @@ class Trainer:
                     self._progress(bar, b, t0)
                 elif not self.tty and time.perf_counter() - last_line >= PROGRESS_LINE_S and b < n_batches - 1:
                     last_line = time.perf_counter()
-                    self.log(self._progress_line(epoch, b + 1, n_batches, s.train_time + last_line - t0))
+                    where = (epoch + 1, self.cfg.train.epochs, b + 1, n_batches)
+                    self.log(progress_line(where, s.totals, s.train_time + last_line - t0))
                 if self._stop or self._checkpoint_due(last_ckpt):
                     s.train_time += time.perf_counter() - t0
                     t0 = last_ckpt = time.perf_counter()
@@ -261,15 +262,6 @@ class Trainer:
             refresh=False,
         )
         bar.update(b + 1 - bar.n)
-
-    def _progress_line(self, epoch: int, done: int, n_batches: int, seconds: float) -> str:
-        """The line a run without a terminal prints within a long epoch: where it is and how fast."""
-        tot = self.state.totals
-        seen = max(1, int(tot.seen.item()))
-        return (
-            f"epoch {epoch + 1}/{self.cfg.train.epochs}: batch {done}/{n_batches} | loss {tot.loss.item() / seen:.4f} "
-            f"| train {100 * tot.correct.item() / seen:.2f}% | {seen / max(seconds, 1e-9):.0f} img/s"
-        )
 
     def _checkpoint_due(self, last: float) -> bool:
         every = self.cfg.train.checkpoint_every_s

@@ -15,6 +15,7 @@ from ..errors import RunError
 from ..models import architecture_summary
 from . import rundir
 from .distributed import Dist, agree, end_distributed, init_distributed, pick_device
+from .lock import lock
 from .loop import Trainer
 from .precision import with_precision
 
@@ -35,7 +36,7 @@ def train(cfg: Config, force: bool = False) -> dict[str, Any]:
 
 
 def _train(cfg: Config, out: Path, device, world: Dist, force: bool) -> dict[str, Any]:
-    with rundir.lock(out) if world.main else nullcontext():
+    with lock(out) if world.main else nullcontext():
         state = _agreed_run_state(cfg, force, world)
         if state == "done":
             return _report_finished(out)
