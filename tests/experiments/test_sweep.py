@@ -107,7 +107,6 @@ def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys)
     stopped = root / "gated" / "seed0"
     shutil.copytree(done, stopped)
     (stopped / "summary.json").unlink()
-    (stopped / "config.toml").write_text((done / "config.toml").read_text().replace("epochs = 1", "epochs = 3"))
     # baseline/seed1: the same, but its process still holds the lock
     running = root / "baseline" / "seed1"
     shutil.copytree(stopped, running)
@@ -118,15 +117,16 @@ def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys)
     (failed / "train.log").write_text(
         "$ memgate train ...\nloading data ...\nrun: disk full (StorageError)\nmemgate sweep: exit status 2\n"
     )
-    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, "--jobs", "2")
+    # the grid with 3 epochs a run: the finished run stays done, the others are 1 (or 0) of 3 epochs in
+    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, "train.epochs=3", "--jobs", "2")
     acc = 100 * rows[0]["test_acc"]
     assert lines[1].split(None, 1)[1] == f"done, test {acc:.2f}% (1 epochs, {rate:.0f} s/epoch)"
     assert lines[2].split(None, 1)[1] == f"stopped at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
     assert lines[3].split(None, 1)[1] == f"running at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
-    assert lines[4].split(None, 1)[1] == "failed at epoch 0/1: run: disk full (StorageError)"
+    assert lines[4].split(None, 1)[1] == "failed at epoch 0/3: run: disk full (StorageError)"
     assert lines[5].strip() == "1 done, 1 running, 1 stopped, 1 failed"
-    # 2 + 2 epochs left at the runs' own rate, the failed run's 1 epoch at its variant's (none) -> the grid's
-    left = (4 * rate + rate) / 3600
+    # 2 + 2 epochs left at the runs' own rate, the failed run's 3 at its variant's (none): the grid's
+    left = (4 * rate + 3 * rate) / 3600
     assert (
         lines[6].strip()
         == f"remaining: {left:.1f} h of training at the measured rates, about {left / 2:.1f} h with 2 runs at once"
