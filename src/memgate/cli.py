@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from .cliargs import stderr_line
 from .cliparsers import build_parser
 from .errors import ConfigError, Interrupted, MemgateError
 
@@ -253,17 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return HANDLERS[args.handler](args)
     except MemgateError as e:
-        print(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
+        stderr_line(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}")
         return 130 if isinstance(e, Interrupted) else 2
     except BrokenPipeError:  # output piped into `head` and the reader left: nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
     except OSError as e:  # a path the user named that the library did not wrap: still one line
         where = f" {e.filename}" if e.filename else ""
-        print(
-            f"memgate: error: cannot use{where} ({e.strerror or e}); check the path and its permissions",
-            file=sys.stderr,
-        )
+        stderr_line(f"memgate: error: cannot use{where} ({e.strerror or e}); check the path and its permissions")
         return 2
 
 

@@ -14,8 +14,15 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         where = self.prog.removeprefix("memgate").strip()  # "train", "data info"; "" for memgate itself
-        print(f"memgate: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)", file=sys.stderr)
+        stderr_line(f"memgate: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)")
         sys.exit(2)
+
+
+def stderr_line(text: str) -> None:
+    """Write one line to stderr in one write: under torchrun, ranks share the stream, and a line written
+    as text then newline (print's two writes) can interleave with another rank's into one line."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def count(low: int) -> Callable[[str], int]:
