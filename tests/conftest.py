@@ -5,7 +5,9 @@ import pytest
 import torch
 from datafactory import make_arrays, write_learnable_npz
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# two threads, or what OMP_NUM_THREADS says: one thread while a study runs on the same cores, where
+# two threads spin-wait on each other and make every test many times slower
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

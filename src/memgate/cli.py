@@ -127,7 +127,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_scores(args: argparse.Namespace) -> int:
     from .analysis.export import export_scores
 
-    print(export_scores(args.run, args.out, force=args.force, proxies=args.proxies, probes=args.probes))
+    print(
+        export_scores(
+            args.run,
+            args.out,
+            force=args.force,
+            proxies=args.proxies,
+            probes=args.probes,
+            external=tuple(args.scores),
+            partial=args.partial,
+        )
+    )
     return 0
 
 

@@ -112,6 +112,15 @@ def _add_analysis_commands(sub) -> None:
         help="also prediction depth, input-loss curvature and loss sensitivity (averaged over the run's snapshots)",
     )
     sp.add_argument("--probes", type=count(1), default=2, help="Rademacher probes per curvature estimate")
+    sp.add_argument(
+        "--scores",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --proxies: an .npz of your own per-sample 'scores' by dataset index ('indices') to set beside "
+        "them, named by its file name (repeatable)",
+    )
+    sp.add_argument("--partial", action="store_true", help="--scores may cover only some of the run's training samples")
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(handler="scores")
 

@@ -123,7 +123,8 @@ def test_layer_features_are_the_stem_and_every_unit():
 @pytest.mark.slow
 def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_path, capsys):
     """`memgate scores --proxies`: prediction depth, curvature and loss sensitivity for the train and
-    test images, CSL and EL2N from the histories; averaged over snapshots only where the run kept them."""
+    test images, CSL and EL2N from the histories; averaged over snapshots only where the run kept them;
+    the study of g against them (proxies.md) checked on the run without snapshots."""
     import numpy as np
     from runfactory import tiny
 
@@ -134,7 +135,10 @@ def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_pa
     for name, snap in (("snap", "train.snapshot_every=1"), ("plain", "train.snapshot_every=0")):
         train(tiny(npz, tmp_path / name, snap))
         capsys.readouterr()
-        assert main(["scores", str(tmp_path / name), "--proxies", "--probes", "1"]) == 0
+        if name == "snap":
+            assert main(["scores", str(tmp_path / name), "--proxies", "--probes", "1"]) == 0
+        else:
+            _study_of_g(tmp_path, tmp_path / name, capsys)
         out = capsys.readouterr().out
         assert ("averaged over the snapshots of epochs [1, 2]" in out) == (name == "snap")
         assert ("no snapshots (trained with train.snapshot_every=0)" in out) == (name == "plain")
@@ -151,3 +155,49 @@ def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_pa
         text = (tmp_path / name / "scores.md").read_text()
         for label in ("prediction depth (Baldock et al. 2021)", "input-loss curvature (Garg et al. 2024)", "CSL"):
             assert label in text
+
+
+def _study_of_g(tmp_path, run, capsys):
+    """proxies.md: the Spearman matrix with a score file covering half the samples, mean g per
+    prediction depth, and the routing table whose ends are the network evaluated with every image
+    taking (and skipping) the extra layers; a score file keyed to other samples is refused up front."""
+    import numpy as np
+
+    from memgate.cli import main
+    from memgate.train.evaluate import open_run, predict
+
+    sig = np.load(run / "signals.npz")
+    idx, labels = np.sort(sig["indices"]), sig["labels"][np.argsort(sig["indices"])]
+    half = idx[::2]
+    np.savez(tmp_path / "cscore.npz", indices=half, scores=np.arange(len(half), dtype=np.float32))
+    np.savez(tmp_path / "other.npz", indices=idx, labels=(labels + 1) % 10, scores=np.arange(len(idx)))
+    capsys.readouterr()
+    assert main(["scores", str(run), "--scores", str(tmp_path / "cscore.npz")]) == 2
+    assert "add --proxies" in capsys.readouterr().err
+    assert (
+        main(["scores", str(run), "--proxies", "--scores", str(tmp_path / "other.npz"), "-o", str(tmp_path / "x")]) == 2
+    )
+    assert "keyed to other samples" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    args = ["scores", str(run), "--proxies", "--probes", "1", "--scores", str(tmp_path / "cscore.npz")]
+    assert main(args) == 2 and "--partial" in capsys.readouterr().err
+    assert main([*args, "--partial"]) == 0
+    out = capsys.readouterr().out
+    assert "proxies.md, spearman.png, g_by_depth.png" in out
+    print(out)  # for the caller's checks
+    text = (run / "proxies.md").read_text()
+    assert f"cscore ({len(half):,d})" in text  # the pairs with the partial file use its samples
+    for png in ("spearman.png", "g_by_depth.png"):
+        assert (run / png).stat().st_size > 1000
+    te = np.load(run / "test_scores.npz")
+    r = open_run(run)
+    full, skip = (
+        100 * (predict(r, r.dataset.x_test, g_mode=m).logits.argmax(1).numpy() == te["labels"]).mean()
+        for m in ("full", "skip")
+    )
+    assert f"| none (the full network) | 0.0% | {full:.2f} |" in text
+    assert f"| every image | 100.0% | {skip:.2f} |" in text
+    share = 100 * (te["prediction_depth"] <= 5).mean()  # ResNet-14: stem 0, units 1-6; B3 begins at 5
+    assert f"| prediction depth <= 5 (needs no extra layers) | {share:.1f}% |" in text
+    counts = {int(d): int((te["prediction_depth"] == d).sum()) for d in np.unique(te["prediction_depth"])}
+    for d, c in counts.items():
+        assert f"| {d} | {c:,d} |" in text.split("## Mean g per prediction depth (test)")[1]

@@ -26,7 +26,9 @@ from ..markdown import table
 from ..outputs import claim, record, run_folder
 from ..train.evaluate import open_run, predict
 from ..train.rundir import SIGNALS, present, read_signals
+from .depth import depth_study
 from .detection import forgetting_events
+from .external import read_external
 from .figures import image_grid
 from .metrics import auroc
 
@@ -52,11 +54,21 @@ def per_sample(logits: torch.Tensor, g: dict[int, torch.Tensor], labels: np.ndar
 
 
 def export_scores(
-    run: str | Path, out: str | Path | None = None, force: bool = False, proxies: bool = False, probes: int = 2
+    run: str | Path,
+    out: str | Path | None = None,
+    force: bool = False,
+    proxies: bool = False,
+    probes: int = 2,
+    external: tuple[str | Path, ...] = (),
+    partial: bool = False,
 ) -> str:
     """Write train_scores.npz, test_scores.npz, scores.md and g_by_class.png for a finished gated run;
     with ``proxies`` also prediction depth, input-loss curvature (``probes`` Rademacher probes) and
-    loss sensitivity, averaged over the run's snapshots where it kept them (analysis/proxies.py)."""
+    loss sensitivity, averaged over the run's snapshots where it kept them (analysis/proxies.py), and
+    the study of g against them (analysis/depth.py: proxies.md, spearman.png, g_by_depth.png) with the
+    ``external`` score files (named by their file names; ``partial``: they may cover some samples)."""
+    if external and not proxies:
+        raise RunError("scores: --scores adds files to the proxies' study; add --proxies")
     r = open_run(run)
     if not r.cfg.model.gates:
         raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
@@ -77,6 +89,7 @@ def export_scores(
             f"scores: {run_folder(run) / SIGNALS} describes other samples than the run's training split; "
             "the file is damaged or from another run: restore it from a copy"
         )
+    ext = {Path(p).stem: read_external(p, idx, (labels,), partial=partial) for p in external}
     out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
         "train": (idx, labels, r.dataset.x_train[idx]),
@@ -104,6 +117,9 @@ def export_scores(
     lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting; the test errors it flags)")
     _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
     lines.append(f"  g_by_class.png, in {out_dir}")
+    if proxies:
+        ordered = {k: signals[k][:, order] for k in ("margin", "correct")} if signals is not None else None
+        lines += depth_study(r, result["train"], result["test"], ordered, ext, out_dir)
     record(out_dir, run, "scores")
     return "\n".join(lines)
 
