@@ -140,8 +140,8 @@ def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_pa
         else:
             _study_of_g(tmp_path, tmp_path / name, capsys)
         out = capsys.readouterr().out
-        assert ("averaged over the snapshots of epochs [1, 2]" in out) == (name == "snap")
-        assert ("no snapshots (trained with train.snapshot_every=0)" in out) == (name == "plain")
+        assert ("averaged over the snapshots of epochs [1] and the final network (epoch 2)" in out) == (name == "snap")
+        assert ("no snapshots before the final epoch (trained with train.snapshot_every=0)" in out) == (name == "plain")
         tr, te = (np.load(tmp_path / name / f"{s}_scores.npz") for s in ("train", "test"))
         for z in (tr, te):
             n = len(z["indices"])

@@ -148,7 +148,8 @@ def _proxies(r, folder: Path, sets: dict, probes: int) -> tuple[dict[str, dict[s
     from ..train.rundir import snapshot_epochs, snapshot_path
     from .proxies import run_proxies
 
-    epochs = snapshot_epochs(folder)
+    final = r.cfg.train.epochs
+    epochs = [e for e in snapshot_epochs(folder) if e != final]  # the last snapshot is the final network
     found, cost = run_proxies(
         r,
         {k: (x, lab) for k, (_, lab, x) in sets.items()},
@@ -163,12 +164,13 @@ def _proxies(r, folder: Path, sets: dict, probes: int) -> tuple[dict[str, dict[s
     ]
     if epochs:
         lines.append(
-            f"  curvature and loss sensitivity averaged over the snapshots of epochs {epochs} and the final network"
+            f"  curvature and loss sensitivity averaged over the snapshots of epochs {epochs} and the final network "
+            f"(epoch {final})"
         )
     else:
         lines.append(
-            "  no snapshots (trained with train.snapshot_every=0): curvature and loss sensitivity of the final "
-            "network only, not averaged over training"
+            f"  no snapshots before the final epoch (trained with train.snapshot_every={r.cfg.train.snapshot_every}): "
+            "curvature and loss sensitivity of the final network only, not averaged over training"
         )
     return found, lines
 
