@@ -116,16 +116,23 @@ def prediction_depth(
     k: int = KNN_K,
     self_index: Tensor | None = None,
     chunk: int = 1024,
+    progress: str | None = None,
 ) -> Tensor:
     """Prediction depth of every query sample (N,), in layers (0 = stem) from its representations at
-    every layer (``query_feats``, each (N, C)) against the reference set's (``ref_feats``)."""
+    every layer (``query_feats``, each (N, C)) against the reference set's (``ref_feats``); with a
+    progress bar of that name where ``progress`` names one."""
+    from tqdm import tqdm
+
     preds = []
-    for q, r in zip(query_feats, ref_feats):
-        parts = []
-        for a in range(0, len(q), chunk):
-            own = self_index[a : a + chunk] if self_index is not None else None
-            parts.append(knn_predict(q[a : a + chunk], r, ref_labels, k, num_classes, own))
-        preds.append(torch.cat(parts))
+    n = len(final_pred)
+    with tqdm(total=n * len(query_feats), desc=progress, unit="img", disable=progress is None) as bar:
+        for q, r in zip(query_feats, ref_feats):
+            parts = []
+            for a in range(0, len(q), chunk):
+                own = self_index[a : a + chunk] if self_index is not None else None
+                parts.append(knn_predict(q[a : a + chunk], r, ref_labels, k, num_classes, own))
+                bar.update(len(parts[-1]))
+            preds.append(torch.cat(parts))
     return depth_from_probes(torch.stack(preds), final_pred)
 
 
@@ -193,7 +200,15 @@ def run_proxies(
     out: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
     for k, (f, pred) in feats.items():
         own = torch.arange(len(pred)) if k == "train" else None
-        out[k]["prediction_depth"] = prediction_depth(f, pred, ref, ref_labels, num_classes, self_index=own).numpy()
+        out[k]["prediction_depth"] = prediction_depth(
+            f,
+            pred,
+            ref,
+            ref_labels,
+            num_classes,
+            self_index=own,
+            progress=f"prediction depth ({k})" if progress else None,
+        ).numpy()
     cost = {"prediction_depth": time.perf_counter() - t}
     nets = [r.net]
     for path in snapshots:
