@@ -222,9 +222,13 @@ def run_proxies(
     with bar:
         for net in nets:
             for k, b in batches.items():
-                for name, v in proxies_of_network(net, b, probes, gen).items():
+                parts = []
+                for batch in b:  # one batch at a time, so that the bar moves
+                    parts.append(proxies_of_network(net, [batch], probes, gen))
+                    bar.update(1)
+                for name in parts[0]:
+                    v = np.concatenate([p[name] for p in parts])
                     sums[k][name] = sums[k].get(name, 0) + v.astype(np.float64)
-                bar.update(len(b))
     for k in sets:
         for name, v in sums[k].items():
             out[k][name] = (v / len(nets)).astype(np.float32)
