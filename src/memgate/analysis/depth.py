@@ -54,7 +54,8 @@ def plot_spearman(names: list[str], rho: np.ndarray, png: Path, title: str) -> P
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(rho[i, j]):
-                ax.text(j, i, f"{rho[i, j]:+.2f}", ha="center", va="center", fontsize=7)
+                ink = "white" if abs(rho[i, j]) > 0.6 else "black"  # readable on the dark cells
+                ax.text(j, i, f"{rho[i, j]:+.2f}", ha="center", va="center", fontsize=7, color=ink)
     fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman")
     return save(fig, png, title, 9)
 
@@ -71,7 +72,9 @@ def g_by_depth(g: np.ndarray, depth: np.ndarray, layers: int) -> list[tuple[int,
     return rows
 
 
-def plot_g_by_depth(by_set: dict[str, list[tuple[int, int, float, float]]], first_unit: int, png: Path) -> Path:
+def plot_g_by_depth(
+    by_set: dict[str, list[tuple[int, int, float, float]]], layers: int, first_unit: int, png: Path
+) -> Path:
     """Mean g (± 1.96 standard errors) per prediction depth, one line per split, with the gated
     stage's first unit marked: left of it the samples that need no extra layers."""
     fig, ax = subplots(figsize=(7, 4))
@@ -80,7 +83,8 @@ def plot_g_by_depth(by_set: dict[str, list[tuple[int, int, float, float]]], firs
         ax.errorbar(d, m, yerr=1.96 * np.nan_to_num(se), marker="o", capsize=3, label=f"{name} ({int(n.sum()):,d})")
     ax.axvline(first_unit + 0.5, color="grey", ls="--", lw=1)
     ax.text(first_unit + 0.6, ax.get_ylim()[0], " needs the extra layers ->", fontsize=8, va="bottom")
-    ax.set_xlabel("prediction depth (0 = stem, units 1..L; the last: never settles)")
+    ax.set_xticks(range(layers + 1), [*map(str, range(layers)), "never"])
+    ax.set_xlabel("prediction depth (0 = stem, then the units; never: the probes never settle)")
     ax.set_ylabel("mean g")
     ax.legend(fontsize=8)
     return save(fig, png, "mean g per prediction depth", 10)
@@ -129,7 +133,7 @@ def depth_report(
     gname, gcol = names[0], columns[names[0]]
     plot_spearman(names, rho, out_dir / "spearman.png", "Spearman between the per-sample scores (training samples)")
     by_set = {name: g_by_depth(g[name], depth[name], layers) for name in g}
-    plot_g_by_depth(by_set, first_unit, out_dir / "g_by_depth.png")
+    plot_g_by_depth(by_set, layers, first_unit, out_dir / "g_by_depth.png")
     lines = ["# g against prediction depth and the memorisation proxies", "", "## Spearman (training samples)", ""]
     rows = [
         [a, *[f"{rho[i, j]:+.3f}" if np.isfinite(rho[i, j]) else "-" for j in range(len(names))]]
