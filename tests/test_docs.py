@@ -365,3 +365,15 @@ def test_demo_figures_are_the_committed_demo_json():
                 continue
             assert _is_committed(number, found), number
     assert demo["machine"]["threads"] == 2 and demo["precision"] == "fp32" and last["epoch"] == 18
+
+
+def test_proxies_write_up_numbers_come_from_results_proxies():
+    """The numbers of results/proxies' write-up are in the machine-written files of its runs
+    (proxies.md, scores.md, summary.json), except the published anchors it quotes with their
+    settings (CSL 0.87 and curvature 0.69, cosine similarities on CIFAR-100)."""
+    write_up = (ROOT / "results" / "proxies" / "README.md").read_text()
+    found = _committed_numbers(ROOT / "results" / "proxies", (".md", ".json"))
+    numbers = re.findall(r"(?<![\w.])-?\d+\.\d+", write_up.split("## Anchors")[0])
+    assert len(numbers) >= 30
+    for number in numbers:
+        assert _is_committed(number, found), number
