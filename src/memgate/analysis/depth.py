@@ -27,6 +27,13 @@ from .detection import forgetting_events
 from .external import within_class_spearman
 from .figures import save, subplots
 
+SHORT = {  # the proxies of a train_scores.npz as the matrix names them
+    "curvature": "curvature",
+    "loss_sensitivity": "loss sensitivity",
+    "el2n": "EL2N",
+    "csl": "CSL",
+}
+
 
 def spearman_matrix(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(Spearman of every pair of ``columns``, the number of samples of each pair): a column may hold
@@ -199,11 +206,3 @@ def depth_study(
     text = depth_report(columns, g, depth, layers, first_unit, routing, train["labels"], out_dir)
     write_text(out_dir / "proxies.md", text)
     return [f"  proxies.md, spearman.png, g_by_depth.png: g against prediction depth and the proxies, in {out_dir}"]
-
-
-SHORT = {  # the proxies of a train_scores.npz as the matrix names them
-    "curvature": "curvature",
-    "loss_sensitivity": "loss sensitivity",
-    "el2n": "EL2N",
-    "csl": "CSL",
-}
