@@ -160,3 +160,17 @@ def test_jobs_spread_over_the_gpus_a_scheduler_gave_and_its_cores(monkeypatch):
     assert "CUDA_VISIBLE_DEVICES" not in sw._env_for(1, 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
     assert sw._env_for(0, 2)["OMP_NUM_THREADS"] == "3"
+
+
+def test_ctrl_c_while_a_sweep_waits_is_one_line_and_status_130(monkeypatch, capsys):
+    """The runs stop themselves on SIGINT; the sweep waiting on them gets a KeyboardInterrupt, which
+    ends in one line naming how to resume, not a traceback."""
+    from memgate import cli
+
+    def waiting(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.HANDLERS, "sweep", waiting)
+    assert main(["sweep", "grid.toml"]) == 130
+    err = capsys.readouterr().err
+    assert err == "memgate: stopped: interrupted (Ctrl-C); run the same command to resume\n"
