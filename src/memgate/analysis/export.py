@@ -24,7 +24,7 @@ from ..data import make_split
 from ..errors import RunError
 from ..markdown import table
 from ..outputs import claim, record, run_folder
-from ..train.evaluate import open_run, predict
+from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import SIGNALS, present, read_signals
 from .depth import depth_study
 from .detection import forgetting_events
@@ -69,26 +69,11 @@ def export_scores(
     ``external`` score files (named by their file names; ``partial``: they may cover some samples)."""
     if external and not proxies:
         raise RunError("scores: --scores adds files to the proxies' study; add --proxies")
-    r = open_run(run)
-    if not r.cfg.model.gates:
-        raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
-    done, epochs = r.ckpt.get("epoch"), r.cfg.train.epochs
-    if done != epochs:
-        raise RunError(
-            f"scores: {run} is not finished (epoch {done} of {epochs}); these would not be the final network's "
-            "scores: finish it with memgate train first"
-        )
+    r = _finished_gated_run(run)
     split = make_split(r.dataset, r.cfg.data)
     order = np.argsort(split.train_idx)  # dataset-index order
     idx, labels = split.train_idx[order], split.train_labels[order]
-    signals = read_signals(run_folder(run)) if present(run_folder(run), SIGNALS) else None
-    if signals is not None and not (
-        np.array_equal(signals["indices"], split.train_idx) and np.array_equal(signals["labels"], split.train_labels)
-    ):
-        raise RunError(
-            f"scores: {run_folder(run) / SIGNALS} describes other samples than the run's training split; "
-            "the file is damaged or from another run: restore it from a copy"
-        )
+    signals = _run_signals(run, split)
     ext = {Path(p).stem: read_external(p, idx, (labels,), partial=partial) for p in external}
     out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
@@ -122,6 +107,32 @@ def export_scores(
         lines += depth_study(r, result["train"], result["test"], ordered, ext, out_dir)
     record(out_dir, run, "scores")
     return "\n".join(lines)
+
+
+def _finished_gated_run(run: str | Path) -> SavedRun:
+    r = open_run(run)
+    if not r.cfg.model.gates:
+        raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
+    done, epochs = r.ckpt.get("epoch"), r.cfg.train.epochs
+    if done != epochs:
+        raise RunError(
+            f"scores: {run} is not finished (epoch {done} of {epochs}); these would not be the final network's "
+            "scores: finish it with memgate train first"
+        )
+    return r
+
+
+def _run_signals(run: str | Path, split) -> dict[str, np.ndarray] | None:
+    """The run's signals.npz, checked to describe its training split (None where it has none)."""
+    signals = read_signals(run_folder(run)) if present(run_folder(run), SIGNALS) else None
+    if signals is not None and not (
+        np.array_equal(signals["indices"], split.train_idx) and np.array_equal(signals["labels"], split.train_labels)
+    ):
+        raise RunError(
+            f"scores: {run_folder(run) / SIGNALS} describes other samples than the run's training split; "
+            "the file is damaged or from another run: restore it from a copy"
+        )
+    return signals
 
 
 PROXY_NAMES = {  # scores.md's names for the proxies a train_scores.npz may hold, as their papers name them
