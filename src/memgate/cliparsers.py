@@ -104,7 +104,7 @@ def _add_analysis_commands(sub) -> None:
     sp.set_defaults(handler="analyze")
 
     sp = sub.add_parser("scores", help="per-sample g, loss, margin, max softmax of the final network (train, test)")
-    sp.add_argument("run", help="gated run directory")
+    sp.add_argument("run", help="run directory (an ungated one gets its scores without g)")
     sp.add_argument("-o", "--out", default=None, help="folder for train_scores.npz, test_scores.npz (default: the run)")
     sp.add_argument(
         "--proxies",
@@ -117,8 +117,8 @@ def _add_analysis_commands(sub) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="with --proxies: an .npz of your own per-sample 'scores' by dataset index ('indices') to set beside "
-        "them, named by its file name (repeatable)",
+        help="an .npz of per-sample 'scores' by dataset index ('indices') to set beside g, named by its file name; "
+        "FILE.npz:KEY takes the array KEY, e.g. an ungated run's train_scores.npz:loss (repeatable)",
     )
     sp.add_argument("--partial", action="store_true", help="--scores may cover only some of the run's training samples")
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from runfactory import tiny
 
 from memgate.analysis.export import per_sample
@@ -42,10 +43,45 @@ def test_scores_export(npz, tmp_path, capsys):
     conf = next(line for line in md.splitlines() if line.startswith("| 1 - max softmax |")).split(" | ")
     assert float(conf[2].rstrip(" |")) == pytest.approx(auroc(1 - test["max_softmax"].astype(float), wrong), abs=1e-3)
     assert (tmp_path / "s" / "g_by_class.png").stat().st_size > 10_000
-    base = tmp_path / "base"
-    run_training(tiny(npz, base, "train.epochs=1", "model.gates=[]", "gate.hidden=[]"))
+
+
+def test_an_ungated_run_gets_its_scores_and_a_gated_run_sets_g_beside_them(npz, tmp_path, capsys):
+    """The baseline of a seed: the same files without g, its own confidence on the test split; a gated
+    run of the same data sets g beside a column of them (FILE.npz:KEY) on the samples both hold, and
+    refuses one whose labels are other samples' (the same images with other noisy labels)."""
+    base, clean, gated = tmp_path / "base", tmp_path / "clean", tmp_path / "gated"
+    noise = "data.label_noise=0.2"
+    run_training(tiny(npz, base, "train.epochs=1", "model.gates=[]", "gate.hidden=[]", noise))
+    run_training(tiny(npz, clean, "train.epochs=1", "model.gates=[]", "gate.hidden=[]"))
+    run_training(tiny(npz, gated, "train.epochs=1", noise))
     capsys.readouterr()
-    assert main(["scores", str(base)]) == 2 and "has no gate" in capsys.readouterr().err
+    assert main(["scores", str(base)]) == 0 and main(["scores", str(clean)]) == 0
+    assert "no gate, so no g" in capsys.readouterr().out
+    train, test = (np.load(base / f"{n}_scores.npz") for n in ("train", "test"))
+    assert not any(k.startswith("g_b") for k in train.files) and {"loss", "csl", "correct"} <= set(train.files)
+    md = (base / "scores.md").read_text()
+    assert md.startswith("# Scores of an ungated network") and "| g (B" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| 1 - max softmax |")).split(" | ")
+    a = auroc(1 - test["max_softmax"].astype(float), test["correct"] == 0)
+    assert float(row[2]) == pytest.approx(a, abs=1e-3) and not (base / "g_by_class.png").exists()
+    assert main(["scores", str(base), "--scores", str(clean / "train_scores.npz:loss")]) == 2
+    assert "has no gate" in capsys.readouterr().err
+
+    # the gated run beside its baseline's loss: the row is Spearman of the two columns by dataset index
+    assert main(["scores", str(gated), "--scores", f"{base}/train_scores.npz:loss", "-o", str(tmp_path / "s")]) == 0
+    g = np.load(tmp_path / "s" / "train_scores.npz")
+    assert np.array_equal(g["indices"], train["indices"])
+    md = (tmp_path / "s" / "scores.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| base/train_scores:loss |")).split(" | ")
+    assert row[1] == f"{spearmanr(g['g_b3'], train['loss']).statistic:+.3f}"
+    capsys.readouterr()
+    assert main(["scores", str(gated), "--scores", f"{clean}/train_scores.npz:loss", "-o", str(tmp_path / "t")]) == 2
+    assert "keyed to other samples" in capsys.readouterr().err and not (tmp_path / "t").exists()
+    assert main(["scores", str(gated), "--scores", f"{base}/train_scores.npz:nope", "-o", str(tmp_path / "t")]) == 2
+    assert "has no 'nope' array (found: [" in capsys.readouterr().err
+    twice = [f"{base}/train_scores.npz:loss", f"{tmp_path}/x/base/train_scores.npz:loss"]
+    assert main(["scores", str(gated), "--scores", twice[0], "--scores", twice[1]]) == 2
+    assert "both be named 'base/train_scores:loss'" in capsys.readouterr().err
 
 
 def find_data_path(npz):

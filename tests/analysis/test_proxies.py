@@ -173,7 +173,7 @@ def _study_of_g(tmp_path, run, capsys):
     np.savez(tmp_path / "other.npz", indices=idx, labels=(labels + 1) % 10, scores=np.arange(len(idx)))
     capsys.readouterr()
     assert main(["scores", str(run), "--scores", str(tmp_path / "cscore.npz")]) == 2
-    assert "add --proxies" in capsys.readouterr().err
+    assert "covers" in capsys.readouterr().err  # half the samples, and no --partial
     assert (
         main(["scores", str(run), "--proxies", "--scores", str(tmp_path / "other.npz"), "-o", str(tmp_path / "x")]) == 2
     )

@@ -5,10 +5,12 @@ The final network, in eval mode and without augmentation, on every training samp
 dataset-index order, with ``indices``, ``labels``, ``correct`` (bool: the argmax is the label) and
 float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``.
 ``scores.md``: Spearman of the final g with the loss, -AUM and forgetting events of the training
-passes (signals.npz), over all training
-samples and within each class, which says what g ranks; and on the test split, which the network
-never fitted, how well g flags its errors (AUROC) beside its own confidence (1 - max softmax).
-``g_by_class.png``: per class, the training images with the highest and the lowest g.
+passes (signals.npz) and with any ``--scores`` file (such as the loss of an ungated run of the same
+seed: ``its/train_scores.npz:loss``), over all training samples and within each class, which says
+what g ranks; and on the test split, which the network never fitted, how well g flags its errors
+(AUROC) beside its own confidence (1 - max softmax). ``g_by_class.png``: per class, the training
+images with the highest and the lowest g. An ungated run gets the same files without g (its
+scores are what a gated run's g is set beside) and its confidence on the test split.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from scipy.stats import spearmanr
 
 from ..atomic import write_atomic, write_text
 from ..data import make_split
-from ..errors import RunError
+from ..errors import DataError, RunError
 from ..markdown import table
 from ..outputs import claim, record, run_folder
 from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import SIGNALS, present, read_signals
 from .depth import depth_study
 from .detection import forgetting_events
-from .external import read_external
+from .external import read_external, within_class_spearman
 from .figures import image_grid
 from .metrics import auroc
 
@@ -62,19 +64,21 @@ def export_scores(
     external: tuple[str | Path, ...] = (),
     partial: bool = False,
 ) -> str:
-    """Write train_scores.npz, test_scores.npz, scores.md and g_by_class.png for a finished gated run;
+    """Write train_scores.npz, test_scores.npz, scores.md and (gated) g_by_class.png for a finished run;
     with ``proxies`` also prediction depth, input-loss curvature (``probes`` Rademacher probes) and
     loss sensitivity, averaged over the run's snapshots where it kept them (analysis/proxies.py), and
-    the study of g against them (analysis/depth.py: proxies.md, spearman.png, g_by_depth.png) with the
-    ``external`` score files (named by their file names; ``partial``: they may cover some samples)."""
-    if external and not proxies:
-        raise RunError("scores: --scores adds files to the proxies' study; add --proxies")
-    r = _finished_gated_run(run)
+    for a gated run the study of g against them (analysis/depth.py: proxies.md, spearman.png,
+    g_by_depth.png). ``external`` score files (``FILE`` holding ``scores``, or ``FILE.npz:KEY``; see
+    ``external_args``) are set beside g in both; ``partial``: they may cover some samples."""
+    r = _finished_run(run)
+    gated = bool(r.cfg.model.gates)
+    if external and not gated:
+        raise RunError(f"scores: --scores sets files beside g, and {run} has no gate; drop --scores for this run")
     split = make_split(r.dataset, r.cfg.data)
     order = np.argsort(split.train_idx)  # dataset-index order
     idx, labels = split.train_idx[order], split.train_labels[order]
     signals = _run_signals(run, split)
-    ext = {Path(p).stem: read_external(p, idx, (labels,), partial=partial) for p in external}
+    ext = {name: read_external(p, idx, (labels,), partial=partial, key=k) for name, p, k in external_args(external)}
     out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
         "train": (idx, labels, r.dataset.x_train[idx]),
@@ -94,25 +98,63 @@ def export_scores(
         write_atomic(out_dir / f"{name}_scores.npz", lambda f, a=arrays: np.savez(f, **a))
         result[name] = arrays
         lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
-    stage = max(r.cfg.model.gates)
-    text = test_split_table(result["test"], stage)
-    if signals is not None:
-        text = _spearman_table(result["train"], signals, stage, list(r.dataset.classes)) + text
-    write_text(out_dir / "scores.md", text)
-    lines.append("  scores.md: what g ranks (Spearman with loss, -AUM, forgetting; the test errors it flags)")
-    _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
-    lines.append(f"  g_by_class.png, in {out_dir}")
-    if proxies:
-        ordered = {k: signals[k][:, order] for k in ("margin", "correct")} if signals is not None else None
-        lines += depth_study(r, result["train"], result["test"], ordered, ext, out_dir)
+    if gated:
+        lines += _gated_reports(r, result, signals, order, ext, proxies, out_dir)
+    else:
+        write_text(out_dir / "scores.md", UNGATED + test_split_table(result["test"], None))
+        lines.append(f"  scores.md: the test errors its max softmax flags (no gate, so no g), in {out_dir}")
+        if proxies:
+            lines.append("  no gate, so no proxies.md (g against the proxies): the proxies are in the files")
     record(out_dir, run, "scores")
     return "\n".join(lines)
 
 
-def _finished_gated_run(run: str | Path) -> SavedRun:
+def _gated_reports(
+    r: SavedRun, result: dict, signals: dict | None, order: np.ndarray, ext: dict, proxies: bool, out_dir: Path
+) -> list[str]:
+    """scores.md, g_by_class.png and (``proxies``) the study of g against the proxies."""
+    stage = max(r.cfg.model.gates)
+    text = _spearman_table(result["train"], signals, stage, ext) + test_split_table(result["test"], stage)
+    write_text(out_dir / "scores.md", text)
+    _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
+    lines = [
+        "  scores.md: what g ranks (Spearman with loss, -AUM, forgetting; the test errors it flags)",
+        f"  g_by_class.png, in {out_dir}",
+    ]
+    if proxies:
+        ordered = {k: signals[k][:, order] for k in ("margin", "correct")} if signals is not None else None
+        lines += depth_study(r, result["train"], result["test"], ordered, ext, out_dir)
+    return lines
+
+
+UNGATED = """# Scores of an ungated network
+
+This run has no gate, so its files hold no g: its loss, margin, max softmax (and the proxies) are
+what a gated run's g is set beside, e.g. `memgate scores GATED_RUN --scores DIR/train_scores.npz:loss`.
+"""
+
+
+def external_args(args: tuple[str | Path, ...]) -> list[tuple[str, Path, str]]:
+    """(name, path, array) of each ``--scores`` argument: ``FILE`` (its ``scores`` array, named by the
+    file's stem) or ``FILE.npz:KEY`` (its array ``KEY``, e.g. a column of another run's
+    train_scores.npz, named ``FOLDER/STEM:KEY``). Two arguments of one name are refused."""
+    out: list[tuple[str, Path, str]] = []
+    for arg in map(str, args):
+        path, sep, key = arg.rpartition(":")
+        if sep and path.endswith(".npz") and key.isidentifier():
+            p = Path(path)
+            out.append((f"{p.parent.name}/{p.stem}:{key}", p, key))
+        else:
+            out.append((Path(arg).stem, Path(arg), "scores"))
+    names = [name for name, _, _ in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"scores: two --scores files would both be named {twice[0]!r}; rename one of them")
+    return out
+
+
+def _finished_run(run: str | Path) -> SavedRun:
     r = open_run(run)
-    if not r.cfg.model.gates:
-        raise RunError(f"scores: {run} has no gate; g is what this command exports (train with model.gates=[3])")
     done, epochs = r.ckpt.get("epoch"), r.cfg.train.epochs
     if done != epochs:
         raise RunError(
@@ -187,31 +229,37 @@ def _proxies(r, folder: Path, sets: dict, probes: int) -> tuple[dict[str, dict[s
 
 
 def _spearman_table(
-    train: dict[str, np.ndarray], signals: dict[str, np.ndarray], stage: int, classes: list[str]
+    train: dict[str, np.ndarray],
+    signals: dict[str, np.ndarray] | None,
+    stage: int,
+    external: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> str:
-    """Spearman of the final g with the training-pass loss (final), -AUM, forgetting and every proxy the
-    scores hold, overall and per class."""
-    pos = np.searchsorted(train["indices"], signals["indices"])
-    g = train[f"g_b{stage}"].astype(np.float64)[pos]
-    other = {
-        "loss (final training pass)": signals["loss"][-1].astype(np.float64),
-        "-AUM": -signals["margin"].astype(np.float64).mean(0),
-        "forgetting events": forgetting_events(signals["correct"]),
-        "loss (final network, eval)": train["loss"].astype(np.float64)[pos],
-        **{label: train[key].astype(np.float64)[pos] for key, label in PROXY_NAMES.items() if key in train},
-    }
-    labels = signals["labels"]
+    """Spearman of the final g with the training passes' loss (final), -AUM and forgetting (where the run
+    has signals.npz), the final network's loss, every proxy the scores hold and every ``external``
+    score (name -> (positions in ``train``, scores), on the samples it covers), overall and within class."""
+    g = train[f"g_b{stage}"].astype(np.float64)
+    other: dict[str, np.ndarray] = {}
+    if signals is not None:
+        back = np.argsort(signals["indices"])  # the training passes' columns in dataset-index order
+        other["loss (final training pass)"] = signals["loss"][-1].astype(np.float64)[back]
+        other["-AUM"] = -signals["margin"].astype(np.float64).mean(0)[back]
+        other["forgetting events"] = forgetting_events(signals["correct"])[back]
+    other["loss (final network, eval)"] = train["loss"].astype(np.float64)
+    other.update({label: train[key].astype(np.float64) for key, label in PROXY_NAMES.items() if key in train})
+    for name, (pos, v) in external.items():
+        other[name] = np.full(len(g), np.nan)
+        other[name][pos] = v
     rows = []
     for name, v in other.items():
-        within = [
-            spearmanr(g[labels == c], v[labels == c]).statistic for c in range(len(classes)) if (labels == c).sum() > 2
-        ]
+        m = np.isfinite(v)
+        w = within_class_spearman(g[m], v[m], train["labels"][m])
+        span = list(w["per_class"].values())
         rows.append(
             [
-                name,
-                f"{spearmanr(g, v).statistic:+.3f}",
-                f"{np.nanmean(within):+.3f}",
-                f"{np.nanmin(within):+.3f} .. {np.nanmax(within):+.3f}",
+                name if m.all() else f"{name} ({m.sum():,d} samples)",
+                f"{spearmanr(g[m], v[m]).statistic:+.3f}",
+                "-" if w["mean"] is None else f"{w['mean']:+.3f}",
+                f"{min(span):+.3f} .. {max(span):+.3f}" if span else "-",
             ]
         )
     head = ["score", "Spearman with g (all samples)", "within class (mean)", "within class (range)"]
@@ -219,12 +267,13 @@ def _spearman_table(
     return "\n".join(lines + table(head, rows) + [""])
 
 
-def test_split_table(test: dict[str, np.ndarray], stage: int) -> str:
-    """On the test split: Spearman of g (and of 1 - max softmax) with the loss, and the AUROC of each
-    for the final network's errors, with its distance from chance in standard errors (Hanley and
-    McNeil's null standard error for these counts). Errors are ``correct == 0`` (the network's argmax);
-    files written before memgate stored ``correct`` count margin < 0, which scores a tie between the
-    label's logit and another's (margin 0, frequent with bf16 logits) as correct, and say so."""
+def test_split_table(test: dict[str, np.ndarray], stage: int | None) -> str:
+    """On the test split: Spearman of g (of no gate for ``stage`` None) and of 1 - max softmax with the
+    loss, and the AUROC of each for the final network's errors, with its distance from chance in
+    standard errors (Hanley and McNeil's null standard error for these counts). Errors are
+    ``correct == 0`` (the network's argmax); files written before memgate stored ``correct`` count
+    margin < 0, which scores a tie between the label's logit and another's (margin 0, frequent with
+    bf16 logits) as correct, and say so."""
     loss = test["loss"].astype(np.float64)
     if "correct" in test:
         wrong, note = test["correct"] == 0, ""
@@ -234,7 +283,9 @@ def test_split_table(test: dict[str, np.ndarray], stage: int) -> str:
         note = f"; errors read as margin < 0, so {ties:,d} ties at margin 0 count as correct (a file without `correct`)"
     n1, n0 = int(wrong.sum()), int((~wrong).sum())
     se = np.sqrt((n1 + n0 + 1) / (12 * max(n1, 1) * max(n0, 1)))
-    scores = {f"g (B{stage})": test[f"g_b{stage}"], "1 - max softmax": 1 - test["max_softmax"].astype(np.float64)}
+    scores = {"1 - max softmax": 1 - test["max_softmax"].astype(np.float64)}
+    if stage is not None:
+        scores = {f"g (B{stage})": test[f"g_b{stage}"], **scores}
     rows = []
     for name, v in scores.items():
         a = auroc(v, wrong)

@@ -67,8 +67,10 @@ def read_external(
     labels: tuple[np.ndarray, ...] = (),
     paths: tuple[str, ...] = (),
     partial: bool = False,
+    key: str = "scores",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in the run's columns, scores) from an .npz holding ``scores`` keyed by dataset
+    """(positions in the run's columns, scores) from an .npz holding ``scores`` (or the array ``key``:
+    one column of another run's train_scores.npz) keyed by dataset
     training index (its position, or ``indices``; for an image-folder dataset also ``paths``, the
     files as memgate lists them). It must cover every training sample of the run (``indices``)
     unless ``partial``; when it holds ``labels``, they must agree with one of the run's label arrays
@@ -79,11 +81,11 @@ def read_external(
     arrays = read_user_arrays(path, "scores", fix)
     if "" in arrays:
         raise DataError(f"scores: {path} is a plain .npy array, not an .npz; {fix}")
-    if "scores" not in arrays:
-        raise DataError(f"scores: {path} has no 'scores' array (found: {sorted(arrays)}); {fix}")
-    raw = arrays["scores"]
+    if key not in arrays:
+        raise DataError(f"scores: {path} has no '{key}' array (found: {sorted(arrays)}); {fix}")
+    raw = arrays[key]
     if raw.ndim != 1 or raw.dtype.kind not in "biuf":
-        raise DataError(f"scores: {path}: 'scores' is {raw.dtype} of shape {raw.shape}; it must be 1-D real numbers")
+        raise DataError(f"scores: {path}: '{key}' is {raw.dtype} of shape {raw.shape}; it must be 1-D real numbers")
     scores = raw.astype(np.float64)
     ext_idx = _keys(arrays, len(scores), path, paths)
     matched = ext_idx[ext_idx >= 0]
