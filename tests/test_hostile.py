@@ -476,6 +476,8 @@ def test_one_line_usage_errors_and_range_checked_flags(capsys):
         (["tradeoff", "run", "--max-drop", "-1"], "--max-drop: -1 must be a finite number"),
         (["tradeoff", "run", "--repeats", "0"], "--repeats: 0 must be at least 1"),
         (["sweep", "g.toml", "--jobs", "0"], "--jobs: 0 must be at least 1"),
+        (["sweep", "g.toml", "--seeds", "0,-1"], "--seeds: '0,-1': -1 must be at least 0; give comma-separated"),
+        (["scores", "run", "--proxies", "--snapshots", "10,"], "--snapshots: '10,': '' is not an integer"),
         (["analyze", "run", "--suspects", "-3"], "--suspects: -3 must be at least 0"),
         (["holdout", "plan", "-c", "c.toml", "-o", "x", "--ratio", "0"], "--ratio: 0 must be a finite number"),
         (["eval"], "the following arguments are required: run"),

@@ -134,6 +134,7 @@ def cmd_scores(args: argparse.Namespace) -> int:
             force=args.force,
             proxies=args.proxies,
             probes=args.probes,
+            snapshots=args.snapshots,
             external=tuple(args.scores),
             partial=args.partial,
         )
@@ -190,12 +191,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import sweep
 
-    seeds = None
-    if args.seeds:
-        try:
-            seeds = tuple(int(s) for s in args.seeds.split(","))
-        except ValueError:
-            raise ConfigError(f"sweep: --seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     return sweep(
         args.grid,
         args.overrides,
@@ -204,7 +199,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         status=args.status,
         runs_root=args.runs,
-        seeds=seeds,
+        seeds=args.seeds,
         variants=tuple(v for v in args.variants.split(",") if v) if args.variants else None,
     )
 

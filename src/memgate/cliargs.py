@@ -40,6 +40,21 @@ def count(low: int) -> Callable[[str], int]:
     return parse
 
 
+def integers(low: int) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated integers, each >= ``low`` ("0,1,2")."""
+    one = count(low)
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(one(part) for part in text.split(","))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {e}; give comma-separated integers, e.g. {low},{low + 1}"
+            ) from None
+
+    return parse
+
+
 def number(low: float, high: float = math.inf, open_low: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number in [low, high] (low excluded when ``open_low``)."""
 

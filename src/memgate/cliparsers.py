@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .cliargs import OneLineParser, count, number
+from .cliargs import OneLineParser, count, integers, number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +113,13 @@ def _add_analysis_commands(sub) -> None:
     )
     sp.add_argument("--probes", type=count(1), default=2, help="Rademacher probes per curvature estimate")
     sp.add_argument(
+        "--snapshots",
+        type=integers(1),
+        default=None,
+        metavar="EPOCHS",
+        help="with --proxies: the kept snapshots to average curvature over, e.g. 20,40,60,80 (default: all)",
+    )
+    sp.add_argument(
         "--scores",
         action="append",
         default=[],
@@ -176,7 +183,9 @@ def _add_experiment_commands(sub) -> None:
     sp.add_argument(
         "--status", action="store_true", help="where each run stands (done, running, stopped, failed) and the time left"
     )
-    sp.add_argument("--seeds", default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4")
+    sp.add_argument(
+        "--seeds", type=integers(0), default=None, help="comma-separated seeds replacing the grid's, e.g. 0,1,2,3,4"
+    )
     sp.add_argument("--variants", default=None, help="comma-separated variants to run (default: all), e.g. baseline")
     sp.add_argument("--runs", default="runs", help="root directory of grid outputs")
     sp.set_defaults(handler="sweep")

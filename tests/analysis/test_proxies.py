@@ -136,7 +136,13 @@ def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_pa
         train(tiny(npz, tmp_path / name, snap))
         capsys.readouterr()
         if name == "snap":
-            assert main(["scores", str(tmp_path / name), "--proxies", "--probes", "1"]) == 0
+            run = str(tmp_path / name)
+            assert main(["scores", run, "--proxies", "--snapshots", "1,3"]) == 2  # refused before anything is written
+            assert "--snapshots 3: " in capsys.readouterr().err and not (tmp_path / name / "train_scores.npz").exists()
+            assert main(["scores", run, "--snapshots", "1"]) == 2 and "add --proxies" in capsys.readouterr().err
+            assert main(["scores", run, "--proxies", "--snapshots", "1,x"]) == 2
+            assert "give comma-separated integers" in capsys.readouterr().err
+            assert main(["scores", run, "--proxies", "--probes", "1", "--snapshots", "1"]) == 0
         else:
             _study_of_g(tmp_path, tmp_path / name, capsys)
         out = capsys.readouterr().out

@@ -27,7 +27,7 @@ from ..errors import DataError, RunError
 from ..markdown import table
 from ..outputs import claim, record, run_folder
 from ..train.evaluate import SavedRun, open_run, predict
-from ..train.rundir import SIGNALS, present, read_signals
+from ..train.rundir import SIGNALS, present, read_signals, snapshot_epochs, snapshot_path
 from .depth import depth_study
 from .detection import forgetting_events
 from .external import read_external, within_class_spearman
@@ -61,17 +61,21 @@ def export_scores(
     force: bool = False,
     proxies: bool = False,
     probes: int = 2,
+    snapshots: tuple[int, ...] | None = None,
     external: tuple[str | Path, ...] = (),
     partial: bool = False,
 ) -> str:
     """Write train_scores.npz, test_scores.npz, scores.md and (gated) g_by_class.png for a finished run;
     with ``proxies`` also prediction depth, input-loss curvature (``probes`` Rademacher probes) and
-    loss sensitivity, averaged over the run's snapshots where it kept them (analysis/proxies.py), and
+    loss sensitivity, averaged over the run's snapshots where it kept them (those of the epochs
+    ``snapshots``, where given) and the final network (analysis/proxies.py), and
     for a gated run the study of g against them (analysis/depth.py: proxies.md, spearman.png,
     g_by_depth.png). ``external`` score files (``FILE`` holding ``scores``, or ``FILE.npz:KEY``; see
     ``external_args``) are set beside g in both; ``partial``: they may cover some samples."""
     r = _finished_run(run)
     gated = bool(r.cfg.model.gates)
+    if snapshots is not None and not proxies:
+        raise RunError("scores: --snapshots chooses what the proxies average over; add --proxies")
     if external and not gated:
         raise RunError(f"scores: --scores sets files beside g, and {run} has no gate; drop --scores for this run")
     split = make_split(r.dataset, r.cfg.data)
@@ -79,6 +83,7 @@ def export_scores(
     idx, labels = split.train_idx[order], split.train_labels[order]
     signals = _run_signals(run, split)
     ext = {name: read_external(p, idx, (labels,), partial=partial, key=k) for name, p, k in external_args(external)}
+    epochs = _averaged_epochs(run_folder(run), r.cfg.train.epochs, snapshots) if proxies else []
     out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
         "train": (idx, labels, r.dataset.x_train[idx]),
@@ -87,7 +92,7 @@ def export_scores(
     lines = [f"{run}: per-sample scores of the final network (eval mode, no augmentation)"]
     extra: dict[str, dict[str, np.ndarray]] = {"train": {}, "test": {}}
     if proxies:
-        extra, more = _proxies(r, run_folder(run), sets, probes)
+        extra, more = _proxies(r, run_folder(run), sets, probes, epochs)
         lines += more
     if signals is not None:
         extra["train"].update(history_proxies(signals, order))
@@ -197,12 +202,25 @@ def history_proxies(signals: dict[str, np.ndarray], order: np.ndarray) -> dict[s
     return out
 
 
-def _proxies(r, folder: Path, sets: dict, probes: int) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    from ..train.rundir import snapshot_epochs, snapshot_path
+def _averaged_epochs(folder: Path, final: int, chosen: tuple[int, ...] | None) -> list[int]:
+    """The snapshots the proxies average over beside the final network: ``chosen``, else every kept one;
+    the final epoch's snapshot is the final network itself."""
+    kept = snapshot_epochs(folder)
+    missing = sorted(set(chosen or ()) - set(kept))
+    if missing:
+        raise RunError(
+            f"scores: --snapshots {missing[0]}: {folder} kept no snapshot of that epoch "
+            f"(kept: {', '.join(map(str, kept)) or 'none'}); choose among those"
+        )
+    return [e for e in (sorted(set(chosen)) if chosen else kept) if e != final]
+
+
+def _proxies(
+    r, folder: Path, sets: dict, probes: int, epochs: list[int]
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     from .proxies import run_proxies
 
     final = r.cfg.train.epochs
-    epochs = [e for e in snapshot_epochs(folder) if e != final]  # the last snapshot is the final network
     found, cost = run_proxies(
         r,
         {k: (x, lab) for k, (_, lab, x) in sets.items()},
