@@ -31,6 +31,14 @@ def test_scores_export(npz, tmp_path, capsys):
         assert np.array_equal(train["indices"], np.sort(sig["indices"]))
         order = np.argsort(sig["indices"])
         assert np.array_equal(train["labels"], sig["labels"][order])  # the given (noisy) labels
+        # the histories by hand: -AUM is minus the mean margin over the passes; a forgetting event is
+        # a pass that gets a sample wrong after one that got it right, and a sample never learned counts
+        # as forgotten at every pass (Toneva et al.)
+        assert np.allclose(train["neg_aum"], -sig["margin"].astype(np.float64).mean(0)[order], atol=1e-5)
+        c = sig["correct"].astype(int)[:, order]
+        events = np.where(c.any(0), ((c[:-1] == 1) & (c[1:] == 0)).sum(0), len(c))
+        assert np.array_equal(train["forgetting"], events) and (events == len(c)).any()
+        assert np.array_equal(train["loss_last_pass"], sig["loss"][-1][order].astype(np.float32))
     assert len(test["indices"]) == len(load_dataset(find_data_path(npz)).y_test)
     assert {"g_b3", "loss", "margin", "max_softmax"} <= set(train.files) and train["g_b3"].dtype == np.float16
     md = (tmp_path / "s" / "scores.md").read_text()

@@ -23,7 +23,6 @@ from ..atomic import write_text
 from ..config import stage_units
 from ..markdown import table
 from ..train.evaluate import SavedRun, predict
-from .detection import forgetting_events
 from .external import within_class_spearman
 from .figures import save, subplots
 
@@ -32,6 +31,8 @@ SHORT = {  # the proxies of a train_scores.npz as the matrix names them
     "loss_sensitivity": "loss sensitivity",
     "el2n": "EL2N",
     "csl": "CSL",
+    "neg_aum": "-AUM",
+    "forgetting": "forgetting events",
 }
 
 
@@ -175,21 +176,17 @@ def depth_study(
     r: SavedRun,
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
-    signals: dict[str, np.ndarray] | None,
     external: dict[str, tuple[np.ndarray, np.ndarray]],
     out_dir: Path,
 ) -> list[str]:
     """The study of one run from its scores (``train``/``test``: the arrays of train_scores.npz and
-    test_scores.npz, with the proxies; ``signals``: the training passes' signals in the same
-    dataset-index order, or None; ``external``: name -> (positions in ``train``, scores))."""
+    test_scores.npz, with the proxies and the training passes' histories; ``external``: name ->
+    (positions in ``train``, scores))."""
     stage, n = max(r.cfg.model.gates), stage_units(r.cfg.model)
     layers, first_unit = 3 * n + 1, 1 + (stage - 1) * n  # probes: stem, then 3n units; B<s>'s first unit
     key = f"g_b{stage}"
     columns = {f"g (B{stage})": train[key], "prediction depth": train["prediction_depth"]}
     columns.update({name: train[k] for k, name in SHORT.items() if k in train})
-    if signals is not None:
-        columns["-AUM"] = -signals["margin"].astype(np.float64).mean(0)
-        columns["forgetting events"] = forgetting_events(signals["correct"])
     columns["loss (final)"] = train["loss"]
     for name, (pos, v) in external.items():
         col = np.full(len(train["indices"]), np.nan)

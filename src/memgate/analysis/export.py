@@ -3,7 +3,9 @@
 The final network, in eval mode and without augmentation, on every training sample of the run
 (its given labels) and on the test split: ``train_scores.npz`` and ``test_scores.npz``, rows in
 dataset-index order, with ``indices``, ``labels``, ``correct`` (bool: the argmax is the label) and
-float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``.
+float16 ``g_b<s>`` (each gate), ``loss`` and ``margin`` (for the given label) and ``max_softmax``;
+the training file adds the run's histories (signals.npz): ``loss_last_pass``, ``neg_aum``,
+``forgetting``, ``csl`` and ``el2n``.
 ``scores.md``: Spearman of the final g with the loss, -AUM and forgetting events of the training
 passes (signals.npz) and with any ``--scores`` file (such as the loss of an ungated run of the same
 seed: ``its/train_scores.npz:loss``), over all training samples and within each class, which says
@@ -104,7 +106,7 @@ def export_scores(
         result[name] = arrays
         lines.append(f"  {name}_scores.npz: {len(ind):,d} images")
     if gated:
-        lines += _gated_reports(r, result, signals, order, ext, proxies, out_dir)
+        lines += _gated_reports(r, result, ext, proxies, out_dir)
     else:
         write_text(out_dir / "scores.md", UNGATED + test_split_table(result["test"], None))
         lines.append(f"  scores.md: the test errors its max softmax flags (no gate, so no g), in {out_dir}")
@@ -114,12 +116,10 @@ def export_scores(
     return "\n".join(lines)
 
 
-def _gated_reports(
-    r: SavedRun, result: dict, signals: dict | None, order: np.ndarray, ext: dict, proxies: bool, out_dir: Path
-) -> list[str]:
+def _gated_reports(r: SavedRun, result: dict, ext: dict, proxies: bool, out_dir: Path) -> list[str]:
     """scores.md, g_by_class.png and (``proxies``) the study of g against the proxies."""
     stage = max(r.cfg.model.gates)
-    text = _spearman_table(result["train"], signals, stage, ext) + test_split_table(result["test"], stage)
+    text = _spearman_table(result["train"], stage, ext) + test_split_table(result["test"], stage)
     write_text(out_dir / "scores.md", text)
     _grid(result["train"], r.dataset.x_train, list(r.dataset.classes), stage, out_dir / "g_by_class.png")
     lines = [
@@ -127,8 +127,7 @@ def _gated_reports(
         f"  g_by_class.png, in {out_dir}",
     ]
     if proxies:
-        ordered = {k: signals[k][:, order] for k in ("margin", "correct")} if signals is not None else None
-        lines += depth_study(r, result["train"], result["test"], ordered, ext, out_dir)
+        lines += depth_study(r, result["train"], result["test"], ext, out_dir)
     return lines
 
 
@@ -183,6 +182,9 @@ def _run_signals(run: str | Path, split) -> dict[str, np.ndarray] | None:
 
 
 PROXY_NAMES = {  # scores.md's names for the proxies a train_scores.npz may hold, as their papers name them
+    "loss_last_pass": "loss (final training pass)",
+    "neg_aum": "-AUM",
+    "forgetting": "forgetting events",
     "prediction_depth": "prediction depth (Baldock et al. 2021)",
     "curvature": "input-loss curvature (Garg et al. 2024)",
     "loss_sensitivity": "loss sensitivity (input-gradient norm)",
@@ -193,9 +195,15 @@ PROXY_NAMES = {  # scores.md's names for the proxies a train_scores.npz may hold
 
 def history_proxies(signals: dict[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
     """From the training passes' histories, in dataset-index order (``order`` sorts the split's
-    columns): the cumulative training loss, and EL2N at 10% of training (Paul et al.'s epoch 20 of 200),
-    where the run recorded it."""
-    out = {"csl": signals["loss"].astype(np.float64).sum(0)[order].astype(np.float32)}
+    columns): the loss of the last pass, -AUM (the mean margin's negative), forgetting events, the
+    cumulative training loss, and EL2N at 10% of training (Paul et al.'s epoch 20 of 200), where the
+    run recorded it."""
+    out = {
+        "loss_last_pass": signals["loss"][-1][order].astype(np.float32),
+        "neg_aum": (-signals["margin"].astype(np.float64).mean(0))[order].astype(np.float32),
+        "forgetting": forgetting_events(signals["correct"])[order].astype(np.int16),
+        "csl": signals["loss"].astype(np.float64).sum(0)[order].astype(np.float32),
+    }
     if "el2n" in signals:
         epochs = len(signals["el2n"])
         out["el2n"] = signals["el2n"][max(1, round(0.1 * epochs)) - 1][order].astype(np.float32)
@@ -247,23 +255,14 @@ def _proxies(
 
 
 def _spearman_table(
-    train: dict[str, np.ndarray],
-    signals: dict[str, np.ndarray] | None,
-    stage: int,
-    external: dict[str, tuple[np.ndarray, np.ndarray]],
+    train: dict[str, np.ndarray], stage: int, external: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> str:
-    """Spearman of the final g with the training passes' loss (final), -AUM and forgetting (where the run
-    has signals.npz), the final network's loss, every proxy the scores hold and every ``external``
+    """Spearman of the final g with the final network's loss, every history and proxy the scores hold
+    (the training passes' loss, -AUM, forgetting where the run has signals.npz) and every ``external``
     score (name -> (positions in ``train``, scores), on the samples it covers), overall and within class."""
     g = train[f"g_b{stage}"].astype(np.float64)
-    other: dict[str, np.ndarray] = {}
-    if signals is not None:
-        back = np.argsort(signals["indices"])  # the training passes' columns in dataset-index order
-        other["loss (final training pass)"] = signals["loss"][-1].astype(np.float64)[back]
-        other["-AUM"] = -signals["margin"].astype(np.float64).mean(0)[back]
-        other["forgetting events"] = forgetting_events(signals["correct"])[back]
+    other = {label: train[key].astype(np.float64) for key, label in PROXY_NAMES.items() if key in train}
     other["loss (final network, eval)"] = train["loss"].astype(np.float64)
-    other.update({label: train[key].astype(np.float64) for key, label in PROXY_NAMES.items() if key in train})
     for name, (pos, v) in external.items():
         other[name] = np.full(len(g), np.nan)
         other[name][pos] = v

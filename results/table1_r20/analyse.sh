@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The study's report and per-sample scores, from the finished runs in $RUNS (after collect.sh):
+#   memgate report: report.md, results.csv, curves.png, Figure 2 of each gated variant, here;
+#   memgate scores of each finished run into <variant>_seed<s>/ (train_scores.npz, test_scores.npz,
+#   scores.md): the baseline first, so that each gated run of the same seed sets its g beside the
+#   baseline's own loss, -AUM, forgetting events, CSL and EL2N. Runs already scored are skipped.
+#   With PROXIES=1 the scores add prediction depth and curvature averaged over the snapshots of
+#   epochs 20, 40, 60, 80 and the final network (about 2 CPU-hours per run) and the gated run's
+#   study of g against them.
+#   bash results/table1_r20/analyse.sh        [PROXIES=1] [RUNS=...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS="${RUNS:-$HOME/memgate-runs}/table1_r20"
+MEMGATE="${MEMGATE:-.venv/bin/memgate}"
+HERE=results/table1_r20
+PROXY_ARGS=()
+[ "${PROXIES:-0}" = 1 ] && PROXY_ARGS=(--proxies --snapshots 20,40,60,80)
+"$MEMGATE" report "$RUNS" -o "$HERE" --grid experiments/table1_r20.toml
+for s in 0 1 2 3 4; do
+  [ -f "$RUNS/baseline/seed$s/summary.json" ] || continue
+  base="$HERE/baseline_seed$s"
+  [ -f "$base/train_scores.npz" ] || "$MEMGATE" scores "$RUNS/baseline/seed$s" -o "$base" "${PROXY_ARGS[@]}"
+  beside=()
+  for key in loss neg_aum forgetting csl el2n; do beside+=(--scores "$base/train_scores.npz:$key"); done
+  [ "${PROXIES:-0}" = 1 ] && beside+=(--scores "$base/train_scores.npz:prediction_depth" --scores "$base/train_scores.npz:curvature")
+  for v in scratch_lr0.01_const binit_lr0.01_const; do
+    run="$RUNS/$v/seed$s"
+    [ -f "$run/summary.json" ] && [ ! -f "$HERE/${v}_seed$s/train_scores.npz" ] || continue
+    "$MEMGATE" scores "$run" -o "$HERE/${v}_seed$s" "${beside[@]}" "${PROXY_ARGS[@]}"
+  done
+done
