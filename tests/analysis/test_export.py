@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
 from runfactory import tiny
+from scipy.stats import spearmanr
 
 from memgate.analysis.export import per_sample
 from memgate.analysis.metrics import auroc
