@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from memgate.analysis.proxies import (
     curvature,
     depth_from_probes,
+    gather_features,
     knn_predict,
     layer_features,
     loss_sensitivity,
@@ -118,6 +119,22 @@ def test_layer_features_are_the_stem_and_every_unit():
     feats, logits = layer_features(net, torch.randn(5, 3, 32, 32))
     assert [f.shape[1] for f in feats] == [16, 16, 16, 32, 32, 64, 64]  # stem + 2 units in each of 3 stages
     assert all(f.shape[0] == 5 for f in feats) and logits.shape == (5, 10)
+
+
+def test_gathered_features_fill_batch_by_batch_what_one_pass_gives():
+    """gather_features writes each batch into outputs allocated once: the same as one pass over all
+    the images (eval mode: no image depends on another), and a count that does not match is refused."""
+    net = build_model(ModelConfig(depth=14, gates=(3,)), GateConfig(hidden=(8,))).eval()
+    x = torch.randn(8, 3, 32, 32)
+    feats, preds = gather_features(net, [x[:5], x[5:]], 8)
+    with torch.no_grad():
+        whole, logits = layer_features(net, x)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(feats, whole)) and len(feats) == 7
+    assert torch.equal(preds, logits.argmax(1))
+    with pytest.raises(ValueError, match="hold 8 images, not 9"):
+        gather_features(net, [x[:5], x[5:]], 9)
+    with pytest.raises(ValueError, match="more than 7 images"):
+        gather_features(net, [x[:5], x[5:]], 7)
 
 
 @pytest.mark.slow

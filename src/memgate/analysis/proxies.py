@@ -18,7 +18,7 @@ per-epoch histories a run records (``train/signals.py``), not from a network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -136,48 +136,52 @@ def prediction_depth(
     return depth_from_probes(torch.stack(preds), final_pred)
 
 
-def gather_features(net: CifarResNet, batches: list[Tensor]) -> tuple[list[Tensor], Tensor]:
-    """Every layer's pooled representation and the final prediction over ``batches`` (on the CPU)."""
-    per_layer: list[list[Tensor]] | None = None
-    preds = []
+def gather_features(net: CifarResNet, batches: Iterable[Tensor], n: int) -> tuple[list[Tensor], Tensor]:
+    """Every layer's pooled representation and the final prediction over ``batches`` of ``n`` images
+    in all (on the CPU). The outputs are allocated once and filled: small tensors kept between each
+    batch's large freed ones fragment glibc's heap (10k images held 1.6 GB this way)."""
+    per_layer: list[Tensor] = []
+    preds = torch.empty(n, dtype=torch.long)
+    at = 0
     with torch.no_grad():
         for x in batches:
+            if at + len(x) > n:
+                raise ValueError(f"gather_features: the batches hold more than {n} images")
             feats, logits = layer_features(net, x)
-            per_layer = per_layer or [[] for _ in feats]
+            per_layer = per_layer or [torch.empty(n, f.shape[1]) for f in feats]
             for store, f in zip(per_layer, feats):
-                store.append(f.cpu())
-            preds.append(logits.argmax(1).cpu())
-    assert per_layer is not None
-    return [torch.cat(f) for f in per_layer], torch.cat(preds)
+                store[at : at + len(x)] = f.cpu()
+            preds[at : at + len(x)] = logits.argmax(1).cpu()
+            at += len(x)
+    if at != n:
+        raise ValueError(f"gather_features: the batches hold {at} images, not {n}")
+    return per_layer, preds
 
 
-def proxies_of_network(
-    net: CifarResNet,
-    batches: list[tuple[Tensor, Tensor]],
-    probes: int,
-    generator: torch.Generator | None = None,
-) -> dict[str, np.ndarray]:
-    """Curvature and loss sensitivity of every (normalised image, label) batch, float32 (N,)."""
+def proxies_of_batch(
+    net: CifarResNet, x: Tensor, y: Tensor, probes: int, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """Curvature and loss sensitivity of one (normalised images, labels) batch, float32 (B,)."""
     net.eval()
-    out: dict[str, list[Tensor]] = {"curvature": [], "loss_sensitivity": []}
-    for x, y in batches:
-        fn = network_loss(net, y)
-        out["loss_sensitivity"].append(loss_sensitivity(fn, x).cpu())
-        out["curvature"].append(curvature(fn, x, probes, generator=generator).cpu())
-    return {k: torch.cat(v).numpy() for k, v in out.items()}
+    fn = network_loss(net, y)
+    return {"curvature": curvature(fn, x, probes, generator=generator), "loss_sensitivity": loss_sensitivity(fn, x)}
 
 
 # ----------------------------------------------------------------------------- a run's proxies
 
 
-def _batches(r, images: np.ndarray, labels: np.ndarray, size: int = 256) -> list[tuple[Tensor, Tensor]]:
+PROXY_BATCH = 256
+
+
+def _batches(r, images: np.ndarray, labels: np.ndarray) -> Iterator[tuple[Tensor, Tensor]]:
+    """The (normalised images, labels) batches of a set, normalised as each is needed (all of them
+    at once would hold 12 KB of float32 per 32x32 image)."""
     from ..train.evaluate import normalize
 
-    out = []
-    for a in range(0, len(images), size):
-        x = torch.from_numpy(np.ascontiguousarray(images[a : a + size])).to(r.device)
-        out.append((normalize(x, r.data.mean, r.data.std), torch.from_numpy(labels[a : a + size].astype(np.int64))))
-    return out
+    for a in range(0, len(images), PROXY_BATCH):
+        x = torch.from_numpy(np.ascontiguousarray(images[a : a + PROXY_BATCH])).to(r.device)
+        y = torch.from_numpy(labels[a : a + PROXY_BATCH].astype(np.int64))
+        yield normalize(x, r.data.mean, r.data.std), y
 
 
 def run_proxies(
@@ -188,27 +192,10 @@ def run_proxies(
     ``snapshots`` (checkpoint paths) and the final network. Returns them and the seconds each took."""
     import time
 
-    from tqdm import tqdm
-
     from ..train import checkpoint as ckpt_io
 
-    batches = {k: _batches(r, x, y) for k, (x, y) in sets.items()}
     t = time.perf_counter()
-    feats = {k: gather_features(r.net.eval(), [x for x, _ in b]) for k, b in batches.items()}
-    ref, ref_labels = feats["train"][0], torch.from_numpy(sets["train"][1].astype(np.int64))
-    num_classes = r.cfg.model.num_classes
-    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
-    for k, (f, pred) in feats.items():
-        own = torch.arange(len(pred)) if k == "train" else None
-        out[k]["prediction_depth"] = prediction_depth(
-            f,
-            pred,
-            ref,
-            ref_labels,
-            num_classes,
-            self_index=own,
-            progress=f"prediction depth ({k})" if progress else None,
-        ).numpy()
+    out = _depths(r, sets, progress)
     cost = {"prediction_depth": time.perf_counter() - t}
     nets = [r.net]
     for path in snapshots:
@@ -216,21 +203,41 @@ def run_proxies(
         ckpt_io.load_model_state(net, ckpt_io.load(path), path)
         nets.append(net.to(r.device).eval())
     t = time.perf_counter()
-    gen = torch.Generator().manual_seed(0)
-    sums: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
-    bar = tqdm(total=len(nets) * sum(len(b) for b in batches.values()), desc="curvature", disable=not progress)
-    with bar:
-        for net in nets:
-            for k, b in batches.items():
-                parts = []
-                for batch in b:  # one batch at a time, so that the bar moves
-                    parts.append(proxies_of_network(net, [batch], probes, gen))
-                    bar.update(1)
-                for name in parts[0]:
-                    v = np.concatenate([p[name] for p in parts])
-                    sums[k][name] = sums[k].get(name, 0) + v.astype(np.float64)
-    for k in sets:
-        for name, v in sums[k].items():
-            out[k][name] = (v / len(nets)).astype(np.float32)
+    for k, found in _averaged_over(nets, r, sets, probes, progress).items():
+        out[k].update(found)
     cost["curvature_and_sensitivity"] = time.perf_counter() - t
     return out, cost
+
+
+def _depths(r, sets: dict[str, tuple[np.ndarray, np.ndarray]], progress: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Prediction depth of every set's images under the final network, the training set as reference."""
+    feats = {k: gather_features(r.net.eval(), (x for x, _ in _batches(r, *xy)), len(xy[0])) for k, xy in sets.items()}
+    ref, ref_labels = feats["train"][0], torch.from_numpy(sets["train"][1].astype(np.int64))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for k, (f, pred) in feats.items():
+        own = torch.arange(len(pred)) if k == "train" else None
+        name = f"prediction depth ({k})" if progress else None
+        depth = prediction_depth(f, pred, ref, ref_labels, r.cfg.model.num_classes, self_index=own, progress=name)
+        out[k] = {"prediction_depth": depth.numpy()}
+    return out
+
+
+def _averaged_over(
+    nets: list[CifarResNet], r, sets: dict[str, tuple[np.ndarray, np.ndarray]], probes: int, progress: bool
+) -> dict[str, dict[str, np.ndarray]]:
+    """Curvature and loss sensitivity of every set's images, averaged over ``nets``, float32. The sums
+    are allocated once and filled batch by batch (see ``gather_features`` on the heap)."""
+    from tqdm import tqdm
+
+    gen = torch.Generator().manual_seed(0)
+    sums = {k: {name: np.zeros(len(x)) for name in ("curvature", "loss_sensitivity")} for k, (x, _) in sets.items()}
+    steps = len(nets) * sum(-(-len(x) // PROXY_BATCH) for x, _ in sets.values())
+    with tqdm(total=steps, desc="curvature", disable=not progress) as bar:
+        for net in nets:
+            for k, xy in sets.items():
+                for i, (x, y) in enumerate(_batches(r, *xy)):  # one batch at a time, so that the bar moves
+                    at = slice(i * PROXY_BATCH, i * PROXY_BATCH + len(y))
+                    for name, v in proxies_of_batch(net, x, y, probes, gen).items():
+                        sums[k][name][at] += v.cpu().double().numpy()
+                    bar.update(1)
+    return {k: {name: (v / len(nets)).astype(np.float32) for name, v in found.items()} for k, found in sums.items()}
