@@ -5,7 +5,8 @@
 #   scores.md): the baseline first, so that each gated run of the same seed sets its g beside the
 #   baseline's own loss, -AUM, forgetting events, CSL and EL2N. Runs already scored are skipped.
 #   With PROXIES=1 the scores add prediction depth and curvature averaged over the snapshots of
-#   epochs 20, 40, 60, 80 and the final network (about 2 CPU-hours per run) and the gated run's
+#   epochs 20, 40, 60, 80 and the final network (estimated from results/proxies: under an hour of
+#   one core per run) and the gated run's
 #   study of g against them.
 #   bash results/table1_r20/analyse.sh        [PROXIES=1] [RUNS=...]
 set -euo pipefail
