@@ -24,7 +24,8 @@ def main(runs: list[str]) -> None:
             scores["g, final"] = np.load(run / "gates.npz")["g_b3"][-1]
         print(f"{run}: {noisy.sum():,d} noisy labels among {flipped.sum():,d} images of the flipped classes")
         for name, s in scores.items():
-            print(f"  {name:<12s} AUROC all {auroc(s, noisy):.3f}, within the flipped classes {auroc(s[flipped], noisy[flipped]):.3f}")
+            within = auroc(s[flipped], noisy[flipped])
+            print(f"  {name:<12s} AUROC all {auroc(s, noisy):.3f}, within the flipped classes {within:.3f}")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,8 @@ def _add_analysis_commands(sub) -> None:
         "--scores",
         default=None,
         metavar="FILE.npz",
-        help="external per-sample scores to compare: 'scores' keyed by dataset index ('indices', else position) "
-        "or, for image folders, by 'paths'; optional 'labels' are checked against the run's",
+        help="external per-sample scores to compare: 'scores' (FILE.npz:KEY: the array KEY) keyed by dataset index "
+        "('indices', else position) or, for image folders, by 'paths'; optional 'labels' are checked against the run's",
     )
     sp.add_argument("--partial", action="store_true", help="--scores may cover only some of the run's training samples")
     sp.add_argument(

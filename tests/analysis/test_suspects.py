@@ -68,6 +68,11 @@ def test_external_scores_spearman(noisy_run, tmp_path, capsys):
     assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "perm.npz")]) == 0
     res = json.loads((noisy_run / "external_scores.json").read_text())
     assert abs(res["spearman"]["loss_mean"]) < 0.2
+    # FILE.npz:KEY reads the array KEY: the same monotone transform under another name
+    np.savez(tmp_path / "cols.npz", indices=sig["indices"], loss_exp=np.exp(mine), scores=mine[perm])
+    assert main(["analyze", str(noisy_run), "--scores", f"{tmp_path / 'cols.npz'}:loss_exp"]) == 0
+    res = json.loads((noisy_run / "external_scores.json").read_text())
+    assert res["spearman"]["loss_mean"] == pytest.approx(1.0)
     np.savez(tmp_path / "bad.npz", indices=np.array([1.5, 2.5]), scores=np.array([0.1, 0.2]))
     capsys.readouterr()
     assert main(["analyze", str(noisy_run), "--scores", str(tmp_path / "bad.npz")]) == 2

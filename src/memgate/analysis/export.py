@@ -32,7 +32,7 @@ from ..train.evaluate import SavedRun, open_run, predict
 from ..train.rundir import SIGNALS, present, read_signals, snapshot_epochs, snapshot_path
 from .depth import depth_study
 from .detection import forgetting_events
-from .external import read_external, within_class_spearman
+from .external import read_external, score_source, within_class_spearman
 from .figures import image_grid
 from .metrics import auroc
 
@@ -73,7 +73,7 @@ def export_scores(
     ``snapshots``, where given) and the final network (analysis/proxies.py), and
     for a gated run the study of g against them (analysis/depth.py: proxies.md, spearman.png,
     g_by_depth.png). ``external`` score files (``FILE`` holding ``scores``, or ``FILE.npz:KEY``; see
-    ``external_args``) are set beside g in both; ``partial``: they may cover some samples."""
+    ``external_names``) are set beside g in both; ``partial``: they may cover some samples."""
     r = _finished_run(run)
     gated = bool(r.cfg.model.gates)
     if snapshots is not None and not proxies:
@@ -84,7 +84,7 @@ def export_scores(
     order = np.argsort(split.train_idx)  # dataset-index order
     idx, labels = split.train_idx[order], split.train_labels[order]
     signals = _run_signals(run, split)
-    ext = {name: read_external(p, idx, (labels,), partial=partial, key=k) for name, p, k in external_args(external)}
+    ext = {name: read_external(arg, idx, (labels,), partial=partial) for name, arg in external_names(external).items()}
     epochs = _averaged_epochs(run_folder(run), r.cfg.train.epochs, snapshots) if proxies else []
     out_dir = claim(out or run_folder(run), run, "scores", force)
     sets = {
@@ -138,22 +138,16 @@ what a gated run's g is set beside, e.g. `memgate scores GATED_RUN --scores DIR/
 """
 
 
-def external_args(args: tuple[str | Path, ...]) -> list[tuple[str, Path, str]]:
-    """(name, path, array) of each ``--scores`` argument: ``FILE`` (its ``scores`` array, named by the
-    file's stem) or ``FILE.npz:KEY`` (its array ``KEY``, e.g. a column of another run's
-    train_scores.npz, named ``FOLDER/STEM:KEY``). Two arguments of one name are refused."""
-    out: list[tuple[str, Path, str]] = []
-    for arg in map(str, args):
-        path, sep, key = arg.rpartition(":")
-        if sep and path.endswith(".npz") and key.isidentifier():
-            p = Path(path)
-            out.append((f"{p.parent.name}/{p.stem}:{key}", p, key))
-        else:
-            out.append((Path(arg).stem, Path(arg), "scores"))
-    names = [name for name, _, _ in out]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DataError(f"scores: two --scores files would both be named {twice[0]!r}; rename one of them")
+def external_names(args: tuple[str | Path, ...]) -> dict[str, str | Path]:
+    """Each ``--scores`` argument by the name its row gets: a file's stem, or ``FOLDER/STEM:KEY`` for
+    one array of an .npz (``score_source``). Two arguments of one name are refused."""
+    out: dict[str, str | Path] = {}
+    for arg in args:
+        path, key = score_source(arg)
+        name = path.stem if key == "scores" else f"{path.parent.name}/{path.stem}:{key}"
+        if name in out:
+            raise DataError(f"scores: two --scores files would both be named {name!r}; rename one of them")
+        out[name] = arg
     return out
 
 

@@ -61,16 +61,25 @@ def _keys(arrays: dict[str, np.ndarray], n: int, path: str | Path, paths: tuple[
     return ext_idx.astype(np.int64)
 
 
+def score_source(arg: str | Path) -> tuple[Path, str]:
+    """The file and the array a ``--scores`` argument names: ``FILE`` (its ``scores``) or
+    ``FILE.npz:KEY`` (its array ``KEY``, such as a column of another run's train_scores.npz)."""
+    text = str(arg)
+    path, sep, key = text.rpartition(":")
+    if sep and path.endswith(".npz") and key.isidentifier():
+        return Path(path), key
+    return Path(text), "scores"
+
+
 def read_external(
     path: str | Path,
     indices: np.ndarray,
     labels: tuple[np.ndarray, ...] = (),
     paths: tuple[str, ...] = (),
     partial: bool = False,
-    key: str = "scores",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in the run's columns, scores) from an .npz holding ``scores`` (or the array ``key``:
-    one column of another run's train_scores.npz) keyed by dataset
+    """(positions in the run's columns, scores) from an .npz holding ``scores`` (or the array KEY of
+    ``FILE.npz:KEY``: ``score_source``) keyed by dataset
     training index (its position, or ``indices``; for an image-folder dataset also ``paths``, the
     files as memgate lists them). It must cover every training sample of the run (``indices``)
     unless ``partial``; when it holds ``labels``, they must agree with one of the run's label arrays
@@ -78,6 +87,7 @@ def read_external(
     Either failure means the file is keyed to other samples: a result computed on them would be
     silently wrong, so it is refused."""
     fix = "save it with numpy.savez(file, scores=..., indices=...)"
+    path, key = score_source(path)
     arrays = read_user_arrays(path, "scores", fix)
     if "" in arrays:
         raise DataError(f"scores: {path} is a plain .npy array, not an .npz; {fix}")
