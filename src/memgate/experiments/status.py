@@ -7,6 +7,7 @@ yet is simply "not started".
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class RunStatus:
     epoch: int  # epochs finished
     epochs: int  # epochs of the whole run
     test_acc: float | None  # final (done) or last evaluated
-    s_per_epoch: float | None  # measured: training + evaluation seconds per epoch
+    s_per_epoch: float | None  # measured: training + evaluation seconds per epoch (``epoch_rate``)
     detail: str = ""  # why it failed, or why it cannot be read
 
 
@@ -72,13 +73,9 @@ def describe_run(grid: Grid, run: Run) -> RunStatus:
     except MemgateError as e:
         return RunStatus(run, "failed", 0, epochs, None, None, str(e))
     if summary is not None:
-        secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
-        return RunStatus(
-            run, "done", len(rows), epochs, summary["final_test_acc"], sum(secs) / len(secs) if secs else None
-        )
+        return RunStatus(run, "done", len(rows), epochs, summary["final_test_acc"], epoch_rate(rows, finished=True))
     tested = [r["test_acc"] for r in rows if r["test_acc"] is not None]
-    secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
-    rate = sum(secs) / len(secs) if secs else None
+    rate = epoch_rate(rows, finished=False)
     last = tested[-1] if tested else None
     if lock_holder(run.out / LOCK) is not None:
         return RunStatus(run, "running", len(rows), epochs, last, rate)
@@ -88,6 +85,19 @@ def describe_run(grid: Grid, run: Run) -> RunStatus:
     if not rows and not (run.out / LOG).exists():
         return RunStatus(run, "not started", 0, epochs, None, None)
     return RunStatus(run, "stopped", len(rows), epochs, last, rate)
+
+
+RECENT = 10  # an unfinished run's rate: the median of its last epochs, the machine as it is now
+
+
+def epoch_rate(rows: list[dict], finished: bool) -> float | None:
+    """Seconds per epoch (training + evaluation) from metrics.jsonl's ``rows``: a finished run's mean
+    (what it cost); an unfinished run's median over its last ``RECENT`` epochs, the rate its remaining
+    epochs will see (epochs slowed by other work, or paused, in an earlier session do not count)."""
+    secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
+    if not secs:
+        return None
+    return sum(secs) / len(secs) if finished else statistics.median(secs[-RECENT:])
 
 
 def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
