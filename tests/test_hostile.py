@@ -869,8 +869,9 @@ def test_a_folder_given_as_a_grid_or_config_is_named_as_a_folder(tmp_path, capsy
 
 
 def test_batch_sizes_error_gives_an_example_of_batch_sizes(finished, capsys):
-    err = fails_cleanly(capsys, ["tradeoff", finished, "--batch-sizes", "0.5"], "must be comma-separated whole numbers")
-    assert "e.g. 1,256" in err
+    needle = "'0.5' is not an integer; give comma-separated integers, e.g. 1,2"
+    fails_cleanly(capsys, ["tradeoff", finished, "--batch-sizes", "0.5"], needle)
+    fails_cleanly(capsys, ["tradeoff", finished, "--batch-sizes", "1,0"], "0 must be at least 1")
 
 
 def test_outputs_never_land_in_another_run_or_its_kept_results(finished, npz, tmp_path, capsys):

@@ -153,7 +153,9 @@ def _add_tradeoff_and_demo(sub) -> None:
         help="a finished run drawn as a point beside the curve (repeatable): the ungated net, an o2-gate run",
     )
     sp.add_argument("--thresholds", default=None, help="taus, e.g. 0,0.1,0.5,1.01 (g >= tau runs the extra layers)")
-    sp.add_argument("--batch-sizes", default="1,256", help="batch sizes for the throughput measurement")
+    sp.add_argument(
+        "--batch-sizes", type=integers(1), default="1,256", help="batch sizes for the throughput measurement"
+    )
     sp.add_argument(
         "--max-drop", type=number(0, 100), default=None, help="pick tau on validation: accuracy within D points"
     )
