@@ -876,7 +876,9 @@ def test_batch_sizes_error_gives_an_example_of_batch_sizes(finished, capsys):
 
 def test_outputs_never_land_in_another_run_or_its_kept_results(finished, npz, tmp_path, capsys):
     """report -o into a run's folder, scores -o into another run's kept results (summary.json copied
-    without checkpoint or config), report -o into another grid's report: refused, nothing changed."""
+    without checkpoint or config), report -o into another grid's report: refused, nothing changed.
+    A run's own kept copy (summary.json and config.toml, as results/table1_r20 commits them) takes
+    its scores; with a checkpoint beside them the folder is a run's, never a copy."""
     import shutil
 
     other = tmp_path / "other"
@@ -889,6 +891,11 @@ def test_outputs_never_land_in_another_run_or_its_kept_results(finished, npz, tm
     for name in ("summary.json", "metrics.jsonl"):
         shutil.copy(other / name, kept / name)
     fails_cleanly(capsys, ["scores", finished, "-o", kept], f"keeps the results of another run ({other})", root=kept)
+    shutil.copy(other / "config.toml", kept / "config.toml")  # a study's committed copy of `other`
+    fails_cleanly(capsys, ["scores", finished, "-o", kept], "is the folder of another run", root=kept)
+    assert main(["scores", str(other), "-o", str(kept)]) == 0 and (kept / "train_scores.npz").exists()
+    shutil.copy(other / "checkpoint.pt", kept / "checkpoint.pt")  # a checkpoint makes it a run: never its copy
+    fails_cleanly(capsys, ["scores", other, "-o", kept], "is the folder of another run", root=kept)
     assert main(["report", str(tmp_path / "grid"), "-o", str(tmp_path / "rep")]) == 0
     shutil.copytree(finished, tmp_path / "grid2" / "gated" / "seed0")
     fails_cleanly(
@@ -1006,6 +1013,24 @@ def test_a_class_name_with_dollars_draws(tmp_path):
     imgs = [np.zeros((32, 32, 3), np.uint8)] * 2
     image_grid(imgs, ["$\\undefinedcmd$", "a $b$"], [False, True], tmp_path / "g.png", "title $\\x$")
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_figure_2_log_ticks_are_numbers_not_raw_tex(finished, tmp_path, monkeypatch):
+    """With TeX parsing off for users' text, matplotlib's log ticks would read "$\\mathdefault{10^{-2}}$"
+    (so they did in results/table1_r20's first Figure 2): both log axes of Figure 2 say 0.01."""
+    from memgate.analysis import gates
+
+    drawn = {}
+
+    def keep(fig, png, title=None):
+        fig.canvas.draw()
+        drawn["labels"] = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() if t.get_text()]
+
+    monkeypatch.setattr(gates, "save", keep)
+    gates.plot_g_histograms(finished / "gates.npz", tmp_path / "fig2.png")
+    labels = drawn["labels"]
+    assert not any("$" in t for t in labels), labels
+    assert labels.count("0.01") == 2 and labels.count("1") == 2, labels  # colour bar and histogram axis
 
 
 def test_silently_wrong_inputs_are_refused(finished, npz, tmp_path, capsys):

@@ -4,10 +4,10 @@
 #   memgate scores of each finished run into <variant>_seed<s>/ (train_scores.npz, test_scores.npz,
 #   scores.md): the baseline first, so that each gated run of the same seed sets its g beside the
 #   baseline's own loss, -AUM, forgetting events, CSL and EL2N. Runs already scored are skipped.
-#   With PROXIES=1 the scores add prediction depth and curvature averaged over the snapshots of
-#   epochs 20, 40, 60, 80 and the final network (estimated from results/proxies: under an hour of
-#   one core per run) and the gated run's
-#   study of g against them.
+#   With PROXIES=1 the scores add prediction depth (final network) and curvature and loss
+#   sensitivity averaged over the snapshots of epochs 30 and 60 and the final network (three points
+#   of the schedule: before the first LR drop, after the second, the end; about half an hour of one
+#   core per run, estimated from results/proxies) and the gated run's study of g against them.
 #   bash results/table1_r20/analyse.sh        [PROXIES=1] [RUNS=...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +15,7 @@ RUNS="${RUNS:-$HOME/memgate-runs}/table1_r20"
 MEMGATE="${MEMGATE:-.venv/bin/memgate}"
 HERE=results/table1_r20
 PROXY_ARGS=()
-[ "${PROXIES:-0}" = 1 ] && PROXY_ARGS=(--proxies --snapshots 20,40,60,80)
+[ "${PROXIES:-0}" = 1 ] && PROXY_ARGS=(--proxies --snapshots 30,60)
 "$MEMGATE" report "$RUNS" -o "$HERE" --grid experiments/table1_r20.toml
 for s in 0 1 2 3 4; do
   [ -f "$RUNS/baseline/seed$s/summary.json" ] || continue

@@ -51,14 +51,16 @@ def _kept_run(out_dir: Path) -> str | None:
 def claim(out_dir: str | Path, run: str | Path, command: str, force: bool = False) -> Path:
     """``out_dir`` (created), checked to be this run's to write; a one-line RunError otherwise: a
     folder of another run, one keeping another run's results (its summary.json names that run), or
-    one holding this command's results for another run."""
+    one holding this command's results for another run. A folder keeping this run's own copied files
+    (summary.json naming it, config.toml, no checkpoint: a study's committed copy) is this run's."""
     out_dir, mine = Path(out_dir), run_folder(run)
     if not force and out_dir.exists() and _key(out_dir) != _key(mine):
-        if any((out_dir / m).exists() for m in RUN_MARKERS):
+        kept = _kept_run(out_dir)
+        copy_of_mine = kept is not None and _key(Path(kept)) == _key(mine) and not (out_dir / "checkpoint.pt").exists()
+        if any((out_dir / m).exists() for m in RUN_MARKERS) and not copy_of_mine:  # its copied config is no run
             raise RunError(
                 f"{command}: -o {out_dir} is the folder of another run; choose another -o folder, or --force"
             )
-        kept = _kept_run(out_dir)
         if kept is not None and _key(Path(kept)) != _key(mine):
             raise RunError(
                 f"{command}: -o {out_dir} keeps the results of another run ({kept}); choose another -o folder, "

@@ -21,6 +21,16 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
+def plain_log_labels(*axes: Any) -> None:
+    """Tick labels of log-scaled ``axes`` (x or y axis objects) as plain numbers (0.01): matplotlib
+    writes them as TeX, which ``subplots`` turns off, so they would show as "$\\mathdefault{...}$"."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for axis in axes:
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def save(fig: Any, png: str | Path, title: str | None = None, title_size: float | None = None) -> Path:
     """Tight layout, write ``png`` at 110 dpi through the atomic writer (a kill mid-save leaves the
     old figure), free the figure."""

@@ -11,7 +11,7 @@ from ..config import load_config
 from ..errors import MemgateError
 from ..train.evaluate import hard_gate_line, run_dataset
 from ..train.rundir import CONFIG, G_HIST_PNG, GATES, read_gates, read_summary
-from .figures import colormap, image_grid, save, subplots
+from .figures import colormap, image_grid, plain_log_labels, save, subplots
 
 BINS = np.linspace(0.0, 1.0, 51)
 
@@ -73,7 +73,7 @@ def plot_g_histograms(
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("g")
     ax1.set_title(f"g of all {g.shape[1]:,d} training samples (gate over B{stage})")
-    fig.colorbar(im, ax=ax1, label="fraction of samples")
+    bar = fig.colorbar(im, ax=ax1, label="fraction of samples")
     centers = (BINS[:-1] + BINS[1:]) / 2
     cmap = colormap("plasma")
     for i, e in enumerate(overlay_epochs):
@@ -86,6 +86,7 @@ def plot_g_histograms(
         )
     ax2.axvline(0.5, color="grey", lw=0.8, ls="--")
     ax2.set_yscale("log")
+    plain_log_labels(bar.ax.yaxis, ax2.yaxis)
     ax2.set_xlabel("g")
     ax2.set_ylabel("fraction of samples")
     ax2.set_title("histograms at chosen epochs")
