@@ -367,6 +367,22 @@ def test_demo_figures_are_the_committed_demo_json():
     assert demo["machine"]["threads"] == 2 and demo["precision"] == "fp32" and last["epoch"] == 18
 
 
+def test_table1_write_up_numbers_come_from_results_table1_r20():
+    """The numbers of results/table1_r20's findings are in its machine-written files (report.md,
+    scores.md, proxies.md, the runs' summary.json and metrics.jsonl), except the published figures
+    it sets them against: the anchors (He et al. 91.25, akamaster 91.73, the authors' logs
+    93.44-93.87), the paper's gain 94.12 - 93.48 = 0.64, and the baseline's distance to the first two
+    anchors (0.10, 0.58)."""
+    write_up = (ROOT / "results" / "table1_r20" / "README.md").read_text()
+    section = write_up[write_up.index("## What it shows") : write_up.index("## Anchors")]
+    found = _committed_numbers(ROOT / "results" / "table1_r20", (".md", ".json", ".jsonl"))
+    quoted = {"91.25", "91.73", "93.44", "93.87", "0.64", "0.10", "0.58"}
+    numbers = re.findall(r"(?<![\w.])-?\d+\.\d+", section)
+    assert len(numbers) >= 15
+    for number in numbers:
+        assert number in quoted or _is_committed(number, found), number
+
+
 def test_proxies_write_up_numbers_come_from_results_proxies():
     """The numbers of results/proxies' write-up are in the machine-written files of its runs
     (proxies.md, scores.md, summary.json), except the published anchors it quotes with their

@@ -1015,6 +1015,28 @@ def test_a_class_name_with_dollars_draws(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_image_grid_titles_never_cover_the_row_above(tmp_path, monkeypatch):
+    """Two-line titles (label, g) sit between the rows: each title's box ends below the image above it
+    (at 1.8 inches a row they covered its bottom edge in results/table1_r20's top_g.png)."""
+    from memgate.analysis import figures
+
+    drawn = {}
+
+    def keep(fig, png, title=None, title_size=None):
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        drawn["boxes"] = [(ax.get_window_extent(r), ax.title.get_window_extent(r)) for ax in fig.axes]
+
+    monkeypatch.setattr(figures, "save", keep)
+    imgs = [np.zeros((32, 32, 3), np.uint8)] * 24
+    figures.image_grid(imgs, [f"automobile\ng={i / 24:.2f}" for i in range(24)], [False] * 24, tmp_path / "g.png", "t")
+    boxes = drawn["boxes"]
+    for above, below in zip(boxes[:16], boxes[8:]):
+        assert below[1].y1 < above[0].y0, (below[1], above[0])
+
+
 def test_figure_2_log_ticks_are_numbers_not_raw_tex(finished, tmp_path, monkeypatch):
     """With TeX parsing off for users' text, matplotlib's log ticks would read "$\\mathdefault{10^{-2}}$"
     (so they did in results/table1_r20's first Figure 2): both log axes of Figure 2 say 0.01."""

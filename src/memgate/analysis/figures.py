@@ -60,7 +60,7 @@ def image_grid(
 
     cols = 8
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8))
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.5, rows * 2.0))  # room for two-line titles above square images
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, img, text, r in zip(np.atleast_1d(axes).ravel(), images, titles, red):
