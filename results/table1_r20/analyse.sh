@@ -3,7 +3,9 @@
 #   memgate report: report.md, results.csv, curves.png, Figure 2 of each gated variant, here;
 #   memgate scores of each finished run into <variant>_seed<s>/ (train_scores.npz, test_scores.npz,
 #   scores.md): the baseline first, so that each gated run of the same seed sets its g beside the
-#   baseline's own loss, -AUM, forgetting events, CSL and EL2N. Runs already scored are skipped.
+#   baseline's own loss, -AUM, forgetting events, CSL and EL2N, and beside this project's held-out
+#   1 - C-score and memorisation estimates (results/holdout, 10k of the images). Runs already scored
+#   are skipped.
 #   With PROXIES=1 the scores add prediction depth (final network) and curvature and loss
 #   sensitivity averaged over the snapshots of epochs 30 and 60 and the final network (three points
 #   of the schedule: before the first LR drop, after the second, the end; about half an hour of one
@@ -24,6 +26,8 @@ for s in 0 1 2 3 4; do
   beside=()
   for key in loss neg_aum forgetting csl el2n; do beside+=(--scores "$base/train_scores.npz:$key"); done
   [ "${PROXIES:-0}" = 1 ] && beside+=(--scores "$base/train_scores.npz:prediction_depth" --scores "$base/train_scores.npz:curvature")
+  # this project's held-out estimates (results/holdout: 16 models on a 10k subset), where they overlap
+  beside+=(--scores results/holdout/holdout.npz --scores results/holdout/memorisation.npz --partial)
   for v in scratch_lr0.01_const binit_lr0.01_const; do
     run="$RUNS/$v/seed$s"
     [ -f "$run/summary.json" ] && [ ! -f "$HERE/${v}_seed$s/train_scores.npz" ] || continue
