@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Carry the study's unfinished runs from one session to the next. The run folder lives outside the
-# checkout ($RUNS, default ~/memgate-runs) and is usually kept between sessions, but not always: at
-# 3.6-7 h per run and 3 h per session, a run lost at every session's end would never finish.
+# Carry the study's runs from one session to the next. The run folder lives outside the checkout
+# ($RUNS, default ~/memgate-runs) and is usually kept between sessions, but not always: at 4-7 h
+# per run and 3 h per session, a run lost at every session's end would never finish, and a lost
+# finished baseline would be trained again (the sweep sees no summary.json) before the
+# baseline-initialised gates of its seed could start.
 #   bash results/table1_r20/carry.sh pack      at a session's end, after stopping the sweep (kill
-#                                              -INT its process group and wait): each unfinished run
-#                                              with a checkpoint -> carry/<variant>_seed<s>.tar.xz
+#                                              -INT its process group and wait): each run with a
+#                                              checkpoint -> carry/<variant>_seed<s>.tar.xz
 #   bash results/table1_r20/carry.sh unpack    (sweep.sh runs it first) restores a packed run whose
 #                                              folder is missing or has fewer finished epochs
-# A packed run is the whole run folder (checkpoint, per-epoch histories, snapshots, logs) but its
-# lock; resuming from it is the same as resuming in place (resume is bit-identical: tests/train).
+# An unfinished run is packed whole (checkpoint, per-epoch histories, snapshots, logs) but its lock;
+# resuming from it is the same as resuming in place (resume is bit-identical: tests/train). A
+# finished run is packed slim, once: what the sweep, `memgate report` and `sweep --status` read
+# (config.toml, summary.json, metrics.jsonl, inputs.json) and, for the baseline, the checkpoint
+# the binit runs start from (byte for byte: their inputs.json holds its sha256); its histories,
+# snapshots and gates.npz stay behind, so run analyse.sh before a session ends.
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS="${RUNS:-$HOME/memgate-runs}"
@@ -27,11 +33,19 @@ pack)
   fi
   mkdir -p "$CARRY"
   for run in "$RUNS/$STUDY"/*/seed*; do
-    [ -f "$run/checkpoint.pt" ] && [ ! -f "$run/summary.json" ] || continue
-    rel="$STUDY/$(basename "$(dirname "$run")")/$(basename "$run")"
-    out="$CARRY/$(basename "$(dirname "$run")")_$(basename "$run").tar.xz"
-    tar -C "$RUNS" --exclude=.lock -cJf "$out.tmp" "$rel" && mv "$out.tmp" "$out"
-    echo "packed $rel at epoch $(epochs "$run") -> results/$STUDY/$out ($(du -h "$out" | cut -f1))"
+    [ -f "$run/checkpoint.pt" ] || continue
+    variant=$(basename "$(dirname "$run")")
+    rel="$STUDY/$variant/$(basename "$run")"
+    out="$CARRY/${variant}_$(basename "$run").tar.xz"
+    what=("$rel")
+    if [ -f "$run/summary.json" ]; then
+      if [ -f "$out" ] && tar -tJf "$out" "$rel/summary.json" > /dev/null 2>&1; then continue; fi  # packed finished
+      what=("$rel/config.toml" "$rel/summary.json" "$rel/metrics.jsonl" "$rel/inputs.json")
+      [ "$variant" = baseline ] && what+=("$rel/checkpoint.pt")
+    fi
+    tar -C "$RUNS" --exclude=.lock -cJf "$out.tmp" "${what[@]}" && mv "$out.tmp" "$out"
+    state=$([ -f "$run/summary.json" ] && echo finished || echo "at epoch $(epochs "$run")")
+    echo "packed $rel $state -> results/$STUDY/$out ($(du -h "$out" | cut -f1))"
   done ;;
 unpack)
   for packed in "$CARRY"/*.tar.xz; do
