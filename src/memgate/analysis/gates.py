@@ -118,7 +118,9 @@ def plot_top_g_images(
         titles.append(f"{label}{true}\ng={g[pos]:.2f}")
         red.append(noisy)
     images = [images[gates["indices"][pos]] for pos in order]
-    title = "training images with the highest final g (red: noisy label, true label in brackets)"
+    title = "training images with the highest final g"
+    if gates["noisy"].any():  # the key only where the run has label noise
+        title += " (red: noisy label, true label in brackets)"
     if tied:
         title += f"; {int((g >= g[order[-1]]).sum()):,d} tie at g >= {g[order[-1]]:.3f}, ranked by mean g over epochs"
     return image_grid(images, titles, red, png, title)
