@@ -1018,18 +1018,21 @@ def test_a_class_name_with_dollars_draws(tmp_path):
 def test_image_grid_titles_never_cover_the_row_above(tmp_path, monkeypatch):
     """Two-line titles (label, g) sit between the rows: each title's box ends below the image above it
     (at 1.8 inches a row they covered its bottom edge in results/table1_r20's top_g.png)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     from memgate.analysis import figures
 
     drawn = {}
 
-    def keep(fig, png, title=None, title_size=None):
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.canvas.draw()
+    def keep(png, write):  # the real save's layout, drawn into memory; the figure is still open here
+        write(io.BytesIO())
+        fig = plt.gcf()
         r = fig.canvas.get_renderer()
         drawn["boxes"] = [(ax.get_window_extent(r), ax.title.get_window_extent(r)) for ax in fig.axes]
 
-    monkeypatch.setattr(figures, "save", keep)
+    monkeypatch.setattr(figures, "write_atomic", keep)
     imgs = [np.zeros((32, 32, 3), np.uint8)] * 24
     figures.image_grid(imgs, [f"automobile\ng={i / 24:.2f}" for i in range(24)], [False] * 24, tmp_path / "g.png", "t")
     boxes = drawn["boxes"]
