@@ -28,7 +28,7 @@ class RunStatus:
     epoch: int  # epochs finished
     epochs: int  # epochs of the whole run
     test_acc: float | None  # final (done) or last evaluated
-    s_per_epoch: float | None  # measured: training + evaluation seconds per epoch (``epoch_rate``)
+    s_per_epoch: float | None  # measured: a typical epoch's training + evaluation seconds (``epoch_rate``)
     detail: str = ""  # why it failed, or why it cannot be read
 
 
@@ -91,13 +91,14 @@ RECENT = 10  # an unfinished run's rate: the median of its last epochs, the mach
 
 
 def epoch_rate(rows: list[dict], finished: bool) -> float | None:
-    """Seconds per epoch (training + evaluation) from metrics.jsonl's ``rows``: a finished run's mean
-    (what it cost); an unfinished run's median over its last ``RECENT`` epochs, the rate its remaining
-    epochs will see (epochs slowed by other work, or paused, in an earlier session do not count)."""
+    """Seconds per epoch (training + evaluation) from metrics.jsonl's ``rows``, as a median, so that
+    epochs slowed by other work, or paused, do not set the rate of the runs still to come: over all
+    epochs of a finished run, over the last ``RECENT`` of an unfinished one (the machine as it is now).
+    What a finished run cost in all is its summary.json's ``train_time_s``."""
     secs = [r["epoch_time_s"] + r["eval_time_s"] for r in rows]
     if not secs:
         return None
-    return sum(secs) / len(secs) if finished else statistics.median(secs[-RECENT:])
+    return statistics.median(secs if finished else secs[-RECENT:])
 
 
 def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
@@ -107,7 +108,7 @@ def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
     for pool in ([m for m in measured if m.run.variant == s.run.variant], measured):
         rates = [m.s_per_epoch for m in pool if m.s_per_epoch is not None]
         if rates:
-            return sum(rates) / len(rates)
+            return statistics.median(rates)
     return None
 
 
