@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's report and per-sample scores, from the finished runs in $RUNS (after collect.sh):
-#   memgate report: report.md, results.csv, curves.png, Figure 2 of each gated variant, here;
+#   memgate report: report.md, results.csv, curves.png, Figure 2 of each gated run, here;
 #   memgate scores of each finished run into <variant>_seed<s>/ (train_scores.npz, test_scores.npz,
 #   scores.md): the baseline first, so that each gated run of the same seed sets its g beside the
 #   baseline's own loss, -AUM, forgetting events, CSL and EL2N, and beside this project's held-out

@@ -54,7 +54,7 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     want = f"| gated | 0 | {100 * row['frac_g_above_half']:.1f} | {100 * row['frac_g_above_half']:.1f} (epoch 1) |"
     assert want in fig2 and f"{row['g_mean']:.3f} | {row['g_mean']:.3f} |" in fig2 and "| baseline |" not in fig2
     assert (runs / "grid" / "results.csv").exists() and (runs / "grid" / "curves.png").exists()
-    assert (runs / "grid" / "fig2_gated.png").exists()
+    assert sorted(p.name for p in (runs / "grid").glob("fig2_*.png")) == ["fig2_gated_seed0.png"]
     # Again: finished runs are skipped, the broken one fails again, the exit status stays non-zero.
     assert main(["sweep", str(tiny_grid / "grid.toml"), "--runs", str(runs)]) == 1
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
 """The figures and figure tables of `memgate report`: learning curves over seeds, Figure 2 of each
-gated variant and its statement in numbers, the top-g images."""
+gated run and its statement in numbers, the top-g images of the first."""
 
 from __future__ import annotations
 
@@ -53,13 +53,13 @@ def figure2_numbers(meta: dict[str, Any], results: dict[str, list[dict]]) -> lis
 
 def draw_figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
     names = [_curves(meta, results, out_dir / "curves.png")]
-    # per gated variant, its first seed that still has gates.npz (a run kept without it draws nothing)
-    with_gates = {
-        v["name"]: [r for r in results.get(v["name"], []) if present(Path(r["run"]), GATES)] for v in meta["variants"]
-    }
-    gated = [(name, runs[0]) for name, runs in with_gates.items() if runs]
+    # Figure 2 of every gated run that still has gates.npz, named by its seed: a run packed without
+    # it (a study's finished runs, kept slim) draws nothing and leaves its earlier figure in place
+    gated = [
+        (v["name"], r) for v in meta["variants"] for r in results.get(v["name"], []) if present(Path(r["run"]), GATES)
+    ]
     for name, run in gated:
-        png = f"fig2_{name}.png"
+        png = f"fig2_{name}_seed{run['seed']}.png"
         plot_g_histograms(
             Path(run["run"]) / GATES,
             out_dir / png,
