@@ -32,3 +32,6 @@ def test_top_g_grid_ranks_by_final_g_and_keys_red_only_with_label_noise(monkeypa
     else:
         assert "(red: noisy label" in drawn["title"] and drawn["red"] == [False, True, False]
         assert drawn["titles"][1] == "dog [cat]\ng=0.70"
+    # beside other runs' figures (a study's report) the title names its run
+    gates_mod.plot_top_g_images(images, gates, ["cat", "dog"], "unused.png", count=3, run_name="gated, seed 2")
+    assert drawn["title"].startswith("gated, seed 2: training images with the highest final g")

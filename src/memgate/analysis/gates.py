@@ -101,9 +101,11 @@ def plot_top_g_images(
     png: str | Path,
     count: int = 32,
     stage: int | None = None,
+    run_name: str = "",
 ) -> Path:
     """The training images with the highest final g, titled with their (training) label;
-    red titles mark labels that label noise changed ("true" label in brackets)."""
+    red titles mark labels that label noise changed ("true" label in brackets). ``run_name`` heads
+    the title where the figure stands beside other runs' (a study's report)."""
 
     hist = gates[f"g_b{stage or deepest_stage(gates)}"].astype(np.float32)
     g, g_mean = hist[-1], hist.mean(0)
@@ -118,7 +120,7 @@ def plot_top_g_images(
         titles.append(f"{label}{true}\ng={g[pos]:.2f}")
         red.append(noisy)
     images = [images[gates["indices"][pos]] for pos in order]
-    title = "training images with the highest final g"
+    title = f"{run_name}: " * bool(run_name) + "training images with the highest final g"
     if gates["noisy"].any():  # the key only where the run has label noise
         title += " (red: noisy label, true label in brackets)"
     if tied:

@@ -70,7 +70,10 @@ def draw_figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: 
         name, run = gated[0]
         try:
             ds = run_dataset(run["run"])
-            plot_top_g_images(ds.x_train, read_gates(run["run"]), list(ds.classes), out_dir / "top_g.png")
+            top = out_dir / "top_g.png"
+            plot_top_g_images(
+                ds.x_train, read_gates(run["run"]), list(ds.classes), top, run_name=f"{name}, seed {run['seed']}"
+            )
             names.append("top_g.png")
         except MemgateError as e:
             print(f"report: no top-g image grid ({e})", file=sys.stderr)
