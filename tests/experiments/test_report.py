@@ -251,3 +251,26 @@ def test_a_curve_of_one_evaluated_epoch_is_drawn_as_a_point():
     assert one.get_marker() == "o" and list(one.get_xdata()) == [3] and list(one.get_ydata()) == [50.0]
     assert many.get_marker() in ("None", None, "") and list(many.get_ydata()) == [20.0, 30.0, 40.0]
     assert len(ax.collections) == 1  # the std band of the two-seed curve only
+
+
+def test_same_seed_pairs_are_counted_epoch_by_epoch(tmp_path, capsys):
+    """Per pair: epochs where the variant's test accuracy is below the baseline's (only epochs both
+    tested; ties are neither) and epochs where its training loss is above; a seed without a baseline
+    of its own has no row."""
+
+    def metrics(run, accs, losses):
+        rows = [
+            {"epoch": e, "lr": 0.1, "train_loss": loss, "train_acc": 0.5, "test_acc": acc, "epoch_time_s": 1.0}
+            for e, (acc, loss) in enumerate(zip(accs, losses), 1)
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    _fake_run(tmp_path, "baseline", 0, 0.8)
+    _fake_run(tmp_path, "gated", 0, 0.7)
+    _fake_run(tmp_path, "gated", 1, 0.7)
+    metrics(tmp_path / "baseline" / "seed0", [0.5, 0.6, None, 0.7, 0.8], [1.0] * 5)
+    metrics(tmp_path / "gated" / "seed0", [0.4, 0.6, 0.9, 0.75, 0.7], [1.2, 0.9, 1.0, 1.1, 1.3])
+    text = report(tmp_path).read_text()
+    section = text.split("## Same-seed pairs, epoch by epoch")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| gated |")]
+    assert rows == ["| gated | 0 | 2 of 4 | 3 of 5 |"]

@@ -28,7 +28,7 @@ from ..train.rundir import (
 )
 from .detection_table import detection_markdown
 from .grid import load_grid
-from .report_figures import draw_figures, figure2_numbers
+from .report_figures import draw_figures, figure2_numbers, pairs_by_epoch
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
 
@@ -240,9 +240,8 @@ def report(
     _write_csv(rows, out_dir / "results.csv")
     figures = draw_figures(meta, results, out_dir)
     tradeoff_lines, tradeoff_figures = tradeoff_markdown(meta, results, out_dir)
-    text = _markdown(
-        meta, rows, figures + tradeoff_figures, figure2_numbers(meta, results) + detection + tradeoff_lines
-    )
+    extra = pairs_by_epoch(meta, results) + figure2_numbers(meta, results) + detection + tradeoff_lines
+    text = _markdown(meta, rows, figures + tradeoff_figures, extra)
     write_text(out_dir / "report.md", text)
     record(out_dir, runs_dir, "report")
     print(text)
