@@ -120,7 +120,7 @@ def plot_top_g_images(
         titles.append(f"{label}{true}\ng={g[pos]:.2f}")
         red.append(noisy)
     images = [images[gates["indices"][pos]] for pos in order]
-    title = f"{run_name}: " * bool(run_name) + "training images with the highest final g"
+    title = (f"{run_name}: " if run_name else "") + "training images with the highest final g"
     if gates["noisy"].any():  # the key only where the run has label noise
         title += " (red: noisy label, true label in brackets)"
     if tied:
