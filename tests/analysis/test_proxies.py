@@ -169,6 +169,7 @@ def test_scores_with_proxies_writes_them_averaged_over_the_snapshots(npz, tmp_pa
         for z in (tr, te):
             n = len(z["indices"])
             assert z["prediction_depth"].shape == (n,) and 0 <= z["prediction_depth"].min()
+            assert z["prediction_depth"].dtype == np.int16  # an integer count of layers, as forgetting events
             assert z["prediction_depth"].max() <= 7  # stem + 6 units of a ResNet-14
             assert (z["curvature"] > 0).all() and (z["loss_sensitivity"] > 0).all()
         sig = read_signals(tmp_path / name)

@@ -218,7 +218,7 @@ def _depths(r, sets: dict[str, tuple[np.ndarray, np.ndarray]], progress: bool) -
         own = torch.arange(len(pred)) if k == "train" else None
         name = f"prediction depth ({k})" if progress else None
         depth = prediction_depth(f, pred, ref, ref_labels, r.cfg.model.num_classes, self_index=own, progress=name)
-        out[k] = {"prediction_depth": depth.numpy()}
+        out[k] = {"prediction_depth": depth.numpy().astype(np.int16)}  # layers: ResNet-1202's 601 fit
     return out
 
 
