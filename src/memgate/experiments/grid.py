@@ -39,6 +39,12 @@ class Run:
         return f"{self.variant}/seed{self.seed}"
 
 
+def baseline_of(meta: dict[str, Any], variant: dict[str, Any]) -> str | None:
+    """The variant a report compares ``variant`` with (``meta``: a grid's ``Grid.meta()``): its own
+    ``baseline`` key, else the grid's."""
+    return variant.get("baseline") or meta.get("baseline")
+
+
 @dataclass(frozen=True)
 class Grid:
     name: str

@@ -27,7 +27,7 @@ from ..train.rundir import (
     read_summary,
 )
 from .detection_table import detection_markdown
-from .grid import load_grid
+from .grid import baseline_of, load_grid
 from .report_figures import draw_figures, figure2_numbers, pairs_by_epoch
 from .sweep import GRID_META
 from .tradeoff_table import tradeoff_markdown
@@ -150,7 +150,7 @@ def _fmt(x: float | None, nd: int = 2, pct: bool = True) -> str:
 def summarize(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[dict[str, Any]]:
     rows = []
     for v in meta["variants"]:
-        base_name = v.get("baseline") or meta.get("baseline")  # a variant may name its own comparison
+        base_name = baseline_of(meta, v)
         base = [r["final_test_acc"] for r in results.get(base_name, [])] if base_name else []
         runs = results.get(v["name"], [])
         if not runs:

@@ -16,6 +16,7 @@ from ..errors import MemgateError
 from ..markdown import table
 from ..train.evaluate import run_dataset
 from ..train.rundir import GATES, present, read_gates, read_metrics
+from .grid import baseline_of
 
 
 def figure2_numbers(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
@@ -57,7 +58,7 @@ def pairs_by_epoch(meta: dict[str, Any], results: dict[str, list[dict]]) -> list
     epochs its training loss is above; whether a final gap is a last-epoch accident or held all along."""
     rows = []
     for v in meta["variants"]:
-        base_name = v.get("baseline") or meta.get("baseline")
+        base_name = baseline_of(meta, v)
         base = {r["seed"]: r for r in results.get(base_name, [])} if base_name and base_name != v["name"] else {}
         for r in results.get(v["name"], []):
             if r["seed"] not in base:
