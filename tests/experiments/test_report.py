@@ -254,9 +254,9 @@ def test_a_curve_of_one_evaluated_epoch_is_drawn_as_a_point():
 
 
 def test_same_seed_pairs_are_counted_epoch_by_epoch(tmp_path, capsys):
-    """Per pair: epochs where the variant's test accuracy is below the baseline's (only epochs both
-    tested; ties are neither) and epochs where its training loss is above; a seed without a baseline
-    of its own has no row."""
+    """Per pair: the final gap in points, epochs where the variant's test accuracy is below the
+    baseline's (only epochs both tested; ties are neither) and epochs where its training loss is
+    above; a seed without a baseline of its own has no row."""
 
     def metrics(run, accs, losses):
         rows = [
@@ -273,4 +273,4 @@ def test_same_seed_pairs_are_counted_epoch_by_epoch(tmp_path, capsys):
     text = report(tmp_path).read_text()
     section = text.split("## Same-seed pairs, epoch by epoch")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| gated |")]
-    assert rows == ["| gated | 0 | 2 of 4 | 3 of 5 |"]
+    assert rows == ["| gated | 0 | -10.00 | 2 of 4 | 3 of 5 |"]

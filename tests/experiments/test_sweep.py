@@ -55,6 +55,13 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     assert want in fig2 and f"{row['g_mean']:.3f} | {row['g_mean']:.3f} |" in fig2 and "| baseline |" not in fig2
     assert (runs / "grid" / "results.csv").exists() and (runs / "grid" / "curves.png").exists()
     assert sorted(p.name for p in (runs / "grid").glob("fig2_*.png")) == ["fig2_gated_seed0.png"]
+    assert "![fig2_gated_seed0.png](fig2_gated_seed0.png)" in text
+    # a run kept slim (no gates.npz) draws nothing; its figure of an earlier report stays and is listed
+    fig2 = (runs / "grid" / "fig2_gated_seed0.png").read_bytes()
+    (runs / "grid" / "gated" / "seed0" / "gates.npz").unlink()
+    report(runs / "grid")
+    assert "![fig2_gated_seed0.png](fig2_gated_seed0.png)" in (runs / "grid" / "report.md").read_text()
+    assert (runs / "grid" / "fig2_gated_seed0.png").read_bytes() == fig2
     # Again: finished runs are skipped, the broken one fails again, the exit status stays non-zero.
     assert main(["sweep", str(tiny_grid / "grid.toml"), "--runs", str(runs)]) == 1
     out = capsys.readouterr().out

@@ -53,9 +53,10 @@ def figure2_numbers(meta: dict[str, Any], results: dict[str, list[dict]]) -> lis
 
 
 def pairs_by_epoch(meta: dict[str, Any], results: dict[str, list[dict]]) -> list[str]:
-    """Each same-seed pair, epoch by epoch (metrics.jsonl): in how many of the epochs both runs were
-    tested the variant's test accuracy is below its baseline's, and in how many of all their common
-    epochs its training loss is above; whether a final gap is a last-epoch accident or held all along."""
+    """Each same-seed pair: its final gap in test accuracy, and epoch by epoch (metrics.jsonl) in how
+    many of the epochs both runs were tested the variant's test accuracy is below its baseline's, and
+    in how many of all their common epochs its training loss is above; whether a final gap is a
+    last-epoch accident or held all along."""
     rows = []
     for v in meta["variants"]:
         base_name = baseline_of(meta, v)
@@ -67,15 +68,25 @@ def pairs_by_epoch(meta: dict[str, Any], results: dict[str, list[dict]]) -> list
             tested = [(a["test_acc"], b["test_acc"]) for a, b in pairs if None not in (a["test_acc"], b["test_acc"])]
             below = sum(a < b for a, b in tested)
             above = sum(a["train_loss"] > b["train_loss"] for a, b in pairs)
-            rows.append([v["name"], str(r["seed"]), f"{below} of {len(tested)}", f"{above} of {len(pairs)}"])
+            gap = 100 * (r["final_test_acc"] - base[r["seed"]]["final_test_acc"])
+            rows.append(
+                [v["name"], str(r["seed"]), f"{gap:+.2f}", f"{below} of {len(tested)}", f"{above} of {len(pairs)}"]
+            )
     if not rows:
         return []
-    head = ["variant", "seed", "epochs with test acc below the baseline's", "epochs with training loss above"]
+    head = [
+        "variant",
+        "seed",
+        "final test acc minus the baseline's (points)",
+        "epochs with test acc below the baseline's",
+        "epochs with training loss above",
+    ]
     return [
         "## Same-seed pairs, epoch by epoch",
         "",
-        "Each variant against the same seed's baseline, in every epoch both ran (metrics.jsonl; ties count as "
-        "neither): a final gap that held for most of the schedule is not an accident of the last epoch.",
+        "Each variant against the same seed's baseline: the final gap, and every epoch both ran (metrics.jsonl; "
+        "ties count as neither): a final gap that held for most of the schedule is not an accident of the last "
+        "epoch.",
         "",
         *table(head, rows),
         "",
@@ -85,18 +96,21 @@ def pairs_by_epoch(meta: dict[str, Any], results: dict[str, list[dict]]) -> list
 def draw_figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
     names = [_curves(meta, results, out_dir / "curves.png")]
     # Figure 2 of every gated run that still has gates.npz, named by its seed: a run packed without
-    # it (a study's finished runs, kept slim) draws nothing and leaves its earlier figure in place
-    gated = [
-        (v["name"], r) for v in meta["variants"] for r in results.get(v["name"], []) if present(Path(r["run"]), GATES)
-    ]
-    for name, run in gated:
-        png = f"fig2_{name}_seed{run['seed']}.png"
-        plot_g_histograms(
-            Path(run["run"]) / GATES,
-            out_dir / png,
-            title=f"{name}, seed {run['seed']}: g of the training samples over epochs (Figure 2)",
-        )
-        names.append(png)
+    # it (a study's finished runs, kept slim) draws nothing and its earlier figure, left in place,
+    # is listed with the others
+    gated = []
+    for v in meta["variants"]:
+        for run in results.get(v["name"], []):
+            png = f"fig2_{v['name']}_seed{run['seed']}.png"
+            if present(Path(run["run"]), GATES):
+                gated.append((v["name"], run))
+                plot_g_histograms(
+                    Path(run["run"]) / GATES,
+                    out_dir / png,
+                    title=f"{v['name']}, seed {run['seed']}: g of the training samples over epochs (Figure 2)",
+                )
+            if (out_dir / png).exists():
+                names.append(png)
     if gated:
         name, run = gated[0]
         try:
