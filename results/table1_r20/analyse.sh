@@ -6,6 +6,8 @@
 #   baseline's own loss, -AUM, forgetting events, CSL and EL2N, and beside this project's held-out
 #   1 - C-score and memorisation estimates (results/holdout, 10k of the images). Runs already scored
 #   are skipped.
+#   Then, for each variant with two or more scored seeds, memgate agreement of their score files
+#   (agreement/<variant>_<split>.md/.json/.png): does each score rank the same images in every seed?
 #   With PROXIES=1 the scores add prediction depth (final network) and curvature and loss
 #   sensitivity averaged over the snapshots of epochs 30 and 60 and the final network (three points
 #   of the schedule: before the first LR drop, after the second, the end; about half an hour of one
@@ -32,5 +34,12 @@ for s in 0 1 2 3 4; do
     run="$RUNS/$v/seed$s"
     [ -f "$run/summary.json" ] && [ ! -f "$HERE/${v}_seed$s/train_scores.npz" ] || continue
     "$MEMGATE" scores "$run" -o "$HERE/${v}_seed$s" "${beside[@]}" "${PROXY_ARGS[@]}"
+  done
+done
+for v in baseline scratch_lr0.01_const binit_lr0.01_const; do
+  for split in train test; do
+    files=("$HERE/${v}"_seed?/"${split}_scores.npz")
+    [ -f "${files[0]}" ] && [ "${#files[@]}" -ge 2 ] || continue
+    "$MEMGATE" agreement "${files[@]}" -o "$HERE/agreement/${v}_${split}.md" --force >/dev/null
   done
 done

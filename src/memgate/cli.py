@@ -156,6 +156,20 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         raise ConfigError(f"{what} {text!r} must be comma-separated numbers, e.g. 0.1,0.5") from None
 
 
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from .analysis.agreement import agreement, agreement_markdown, write_agreement
+
+    shares = _floats(args.top, "agreement: --top")
+    if any(not 0 < q < 100 for q in shares):
+        raise ConfigError(f"agreement: --top {args.top}: percentages must be within (0, 100), e.g. 1,10")
+    shares = tuple(q / 100 for q in shares)
+    if args.out:
+        print(write_agreement(args.files, args.out, shares, args.partial, args.force), end="")
+    else:
+        print(agreement_markdown(agreement(args.files, shares, args.partial)), end="")
+    return 0
+
+
 def cmd_tradeoff(args: argparse.Namespace) -> int:
     from .analysis.tradeoff import DEFAULT_TAUS, tradeoff
 
@@ -231,6 +245,7 @@ HANDLERS = {
     "analyze": cmd_analyze,
     "scores": cmd_scores,
     "ood": cmd_ood,
+    "agreement": cmd_agreement,
     "tradeoff": cmd_tradeoff,
     "demo": cmd_demo,
     "sweep": cmd_sweep,
