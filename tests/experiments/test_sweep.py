@@ -55,13 +55,16 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     assert want in fig2 and f"{row['g_mean']:.3f} | {row['g_mean']:.3f} |" in fig2 and "| baseline |" not in fig2
     assert (runs / "grid" / "results.csv").exists() and (runs / "grid" / "curves.png").exists()
     assert sorted(p.name for p in (runs / "grid").glob("fig2_*.png")) == ["fig2_gated_seed0.png"]
-    assert "![fig2_gated_seed0.png](fig2_gated_seed0.png)" in text
-    # a run kept slim (no gates.npz) draws nothing; its figure of an earlier report stays and is listed
-    fig2 = (runs / "grid" / "fig2_gated_seed0.png").read_bytes()
+    assert sorted(p.name for p in (runs / "grid").glob("top_g*.png")) == ["top_g_gated_seed0.png"]
+    for png in ("fig2_gated_seed0.png", "top_g_gated_seed0.png"):
+        assert f"![{png}]({png})" in text
+    # a run kept slim (no gates.npz) draws nothing; its figures of an earlier report stay and are listed
+    drawn = {png: (runs / "grid" / png).read_bytes() for png in ("fig2_gated_seed0.png", "top_g_gated_seed0.png")}
     (runs / "grid" / "gated" / "seed0" / "gates.npz").unlink()
     report(runs / "grid")
-    assert "![fig2_gated_seed0.png](fig2_gated_seed0.png)" in (runs / "grid" / "report.md").read_text()
-    assert (runs / "grid" / "fig2_gated_seed0.png").read_bytes() == fig2
+    for png, data in drawn.items():
+        assert f"![{png}]({png})" in (runs / "grid" / "report.md").read_text()
+        assert (runs / "grid" / png).read_bytes() == data
     # Again: finished runs are skipped, the broken one fails again, the exit status stays non-zero.
     assert main(["sweep", str(tiny_grid / "grid.toml"), "--runs", str(runs)]) == 1
     out = capsys.readouterr().out

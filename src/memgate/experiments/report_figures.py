@@ -95,34 +95,26 @@ def pairs_by_epoch(meta: dict[str, Any], results: dict[str, list[dict]]) -> list
 
 def draw_figures(meta: dict[str, Any], results: dict[str, list[dict]], out_dir: Path) -> list[str]:
     names = [_curves(meta, results, out_dir / "curves.png")]
-    # Figure 2 of every gated run that still has gates.npz, named by its seed: a run packed without
-    # it (a study's finished runs, kept slim) draws nothing and its earlier figure, left in place,
-    # is listed with the others
-    gated = []
+    # Figure 2 and the top-g images of every gated run that still has gates.npz, named by its variant
+    # and seed: a run packed without it (a study's finished runs, kept slim) draws nothing, and its
+    # earlier figures, left in place, are listed with the others
     for v in meta["variants"]:
         for run in results.get(v["name"], []):
-            png = f"fig2_{v['name']}_seed{run['seed']}.png"
+            fig2, top = (f"{kind}_{v['name']}_seed{run['seed']}.png" for kind in ("fig2", "top_g"))
             if present(Path(run["run"]), GATES):
-                gated.append((v["name"], run))
-                plot_g_histograms(
-                    Path(run["run"]) / GATES,
-                    out_dir / png,
-                    title=f"{v['name']}, seed {run['seed']}: g of the training samples over epochs (Figure 2)",
-                )
-            if (out_dir / png).exists():
-                names.append(png)
-    if gated:
-        name, run = gated[0]
-        try:
-            ds = run_dataset(run["run"])
-            top = out_dir / "top_g.png"
-            plot_top_g_images(
-                ds.x_train, read_gates(run["run"]), list(ds.classes), top, run_name=f"{name}, seed {run['seed']}"
-            )
-            names.append("top_g.png")
-        except MemgateError as e:
-            print(f"report: no top-g image grid ({e})", file=sys.stderr)
+                _gated_figures(run, f"{v['name']}, seed {run['seed']}", out_dir / fig2, out_dir / top)
+            names += [png for png in (fig2, top) if (out_dir / png).exists()]
     return names
+
+
+def _gated_figures(run: dict, name: str, fig2: Path, top: Path) -> None:
+    """Figure 2 of a gated run and its training images with the highest final g."""
+    plot_g_histograms(Path(run["run"]) / GATES, fig2, title=f"{name}: g of the training samples over epochs (Figure 2)")
+    try:
+        ds = run_dataset(run["run"])
+        plot_top_g_images(ds.x_train, read_gates(run["run"]), list(ds.classes), top, run_name=name)
+    except MemgateError as e:
+        print(f"report: no top-g image grid for {name} ({e})", file=sys.stderr)
 
 
 CURVES = (  # metrics.jsonl key, axis label, scale: the learning curves of every variant
