@@ -75,6 +75,9 @@ def test_bad_inputs_are_one_line_errors_and_keep_existing_results(tmp_path, caps
     other = _save(tmp_path / "b" / "s.npz", indices=np.arange(5, 15), labels=np.arange(5, 15) % 2, loss=np.arange(10.0))
     relabelled = _save(tmp_path / "c" / "s.npz", indices=np.arange(10), labels=np.ones(10, int), loss=np.arange(10.0))
     nokeys = _save(tmp_path / "d" / "s.npz", loss=np.arange(10.0))
+    onehot = _save(tmp_path / "f" / "s.npz", indices=np.arange(10), labels=np.eye(10, dtype=int), loss=np.arange(10.0))
+    short = _save(tmp_path / "g" / "s.npz", indices=np.arange(10), loss=np.arange(9.0))
+    nan = _save(tmp_path / "h" / "s.npz", indices=np.arange(10), loss=np.r_[np.arange(9.0), np.nan])
     cases = [
         ([a], "at least two score files"),
         ([a, a], "given twice"),
@@ -82,6 +85,9 @@ def test_bad_inputs_are_one_line_errors_and_keep_existing_results(tmp_path, caps
         ([a, relabelled], "labels disagree"),
         ([a, nokeys], "has no 'indices'"),
         ([a, tmp_path / "missing.npz"], "missing"),
+        ([a, onehot], "'labels' must be 1-D integers"),
+        ([a, short], "'loss' has (9,) rows for 10 indices"),
+        ([a, nan], "'loss' holds a non-finite value"),
     ]
     for files, message in cases:
         capsys.readouterr()

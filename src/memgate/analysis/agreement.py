@@ -45,6 +45,11 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"agreement: {path} has no 'indices' (dataset index of each row); {FIX}")
     if idx.ndim != 1 or idx.dtype.kind not in "iu" or len(np.unique(idx)) != len(idx):
         raise DataError(f"agreement: {path}: 'indices' must be 1-D distinct integers, one per sample")
+    lab = arrays.get("labels")
+    if lab is not None and (lab.ndim != 1 or lab.dtype.kind not in "iu"):
+        raise DataError(
+            f"agreement: {path}: 'labels' must be 1-D integers, one per sample (it is {lab.dtype} {lab.shape})"
+        )
     for key, v in arrays.items():
         if key != "indices" and v.shape[:1] != idx.shape:
             raise DataError(f"agreement: {path}: '{key}' has {v.shape[:1]} rows for {len(idx):,d} indices")
