@@ -131,15 +131,7 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(handler="scores")
 
-    sp = sub.add_parser(
-        "agreement", help="how alike runs (seeds) rank the samples, per score: Spearman, top-q%% overlap"
-    )
-    sp.add_argument("files", nargs="+", metavar="FILE", help="score files of `memgate scores` (train_scores.npz ...)")
-    sp.add_argument("-o", "--out", default=None, metavar="OUT.md", help="write OUT.md, OUT.json, OUT.png")
-    sp.add_argument("--top", default="1,10", metavar="PERCENTS", help="the hardest q%% whose overlap to report")
-    sp.add_argument("--partial", action="store_true", help="compare on the samples the files share")
-    sp.add_argument("--force", action="store_true", help="replace an OUT.json that holds the agreement of other files")
-    sp.set_defaults(handler="agreement")
+    _add_agreement(sub)
 
     sp = sub.add_parser("ood", help="out-of-distribution detection: g against max-softmax and energy")
     sp.add_argument("run", help="run directory or checkpoint.pt")
@@ -151,6 +143,18 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--force", action="store_true", help="write into an -o folder holding another run's results")
     sp.set_defaults(handler="ood")
     _add_tradeoff_and_demo(sub)
+
+
+def _add_agreement(sub) -> None:
+    sp = sub.add_parser(
+        "agreement", help="how alike runs (seeds) rank the samples, per score: Spearman, top-q%% overlap"
+    )
+    sp.add_argument("files", nargs="+", metavar="FILE", help="score files of `memgate scores` (train_scores.npz ...)")
+    sp.add_argument("-o", "--out", default=None, metavar="OUT.md", help="write OUT.md, OUT.json, OUT.png")
+    sp.add_argument("--top", default="1,10", metavar="PERCENTS", help="the hardest q%% whose overlap to report")
+    sp.add_argument("--partial", action="store_true", help="compare on the samples the files share")
+    sp.add_argument("--force", action="store_true", help="replace an OUT.json that holds the agreement of other files")
+    sp.set_defaults(handler="agreement")
 
 
 def _add_tradeoff_and_demo(sub) -> None:
