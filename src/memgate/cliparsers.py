@@ -132,7 +132,6 @@ def _add_analysis_commands(sub) -> None:
     sp.set_defaults(handler="scores")
 
     _add_agreement(sub)
-
     sp = sub.add_parser("ood", help="out-of-distribution detection: g against max-softmax and energy")
     sp.add_argument("run", help="run directory or checkpoint.pt")
     sp.add_argument(
