@@ -74,8 +74,8 @@ def _aligned(files: list[Path], partial: bool) -> tuple[list[dict[str, np.ndarra
         raise DataError(f"agreement: the files share {len(common)} samples; nothing to rank")
     out = []
     for a in read:
-        pos = np.searchsorted(a["indices"], common, sorter=np.argsort(a["indices"]))
-        rows = np.argsort(a["indices"])[pos]
+        order = np.argsort(a["indices"])
+        rows = order[np.searchsorted(a["indices"], common, sorter=order)]
         out.append({k: v[rows] for k, v in a.items()})
     labelled = [(f, a["labels"].astype(np.int64)) for f, a in zip(files, out, strict=True) if "labels" in a]
     for f, lab in labelled[1:]:
