@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build on the project's machines; elsewhere use the build for your accelerator.
 TORCH_SPEC ?= torch==2.13.0
+# test processes (pytest-xdist); each runs with a share of the cores (tests/conftest.py)
+TEST_JOBS ?= 2
 DATA ?= $(if $(MEMGATE_DATA),$(MEMGATE_DATA),$(abspath ../shared/data))
 
 .PHONY: setup demo test lint bench clean
@@ -21,7 +23,7 @@ demo: setup
 	MEMGATE_DATA="$(DATA)" $(VENV)/bin/memgate demo
 
 test: setup
-	MEMGATE_DATA="$(DATA)" $(PY) -m pytest -q
+	MEMGATE_DATA="$(DATA)" $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

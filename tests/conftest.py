@@ -5,9 +5,11 @@ import pytest
 import torch
 from datafactory import make_arrays, write_learnable_npz
 
-# two threads, or what OMP_NUM_THREADS says: one thread while a study runs on the same cores, where
-# two threads spin-wait on each other and make every test many times slower
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
+# two threads shared by the test processes (`make test` runs two: pytest-xdist), or what
+# OMP_NUM_THREADS says: one thread while a study runs on the same cores, where more threads spin-wait
+# on each other and make every test many times slower
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1) // _WORKERS)))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
