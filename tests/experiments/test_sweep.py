@@ -1,7 +1,11 @@
+import re
+import shutil
+
 import pytest
 from datafactory import write_learnable_npz
 
 from memgate.cli import main
+from memgate.errors import MemgateError
 from memgate.experiments.report import report
 from memgate.experiments.sweep import sweep
 from memgate.train import checkpoint as ckpt_io
@@ -27,10 +31,10 @@ def tiny_grid(tmp_path_factory):
 @pytest.mark.slow
 def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_path, capsys):
     runs = tmp_path / "runs"
-    # Make exactly one run fail: its folder holds a run of another config.
+    # Make exactly one run fail: its folder holds run files without their config.toml.
     bad = runs / "grid" / "gated" / "seed1"
     bad.mkdir(parents=True)
-    (bad / "config.toml").write_text("seed = 1\n[train]\nlr = 0.5\n")
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
     rc = sweep(tiny_grid / "grid.toml", runs_root=runs, jobs=2)
     out = capsys.readouterr().out
     assert rc == 1
@@ -70,6 +74,49 @@ def test_sweep_survives_a_failing_run_reports_and_skips_finished(tiny_grid, tmp_
     out = capsys.readouterr().out
     assert "3 run(s) already finished, skipped" in out and "FAILED gated/seed1" in out
     assert "start baseline" not in out
+
+
+@pytest.mark.slow
+def test_runs_of_another_config_are_refused_by_sweep_and_report(tiny_grid, tmp_path, capsys):
+    """A finished run trained with another config than the grid now gives it is refused before
+    anything starts (the sweep would skip it as done); a report refuses seeds of one variant
+    trained with different configs. The baseline's path in train.init may move with --runs."""
+    runs = tmp_path / "runs"
+    assert sweep(tiny_grid / "grid.toml", runs_root=runs, jobs=2, seeds=(0,)) == 0
+    kept = {p: p.read_bytes() for p in (runs / "grid").rglob("*") if p.is_file()}
+    grid = (tiny_grid / "grid.toml").read_text()
+    (tiny_grid / "edited.toml").write_text(
+        'name = "grid"\n' + grid.replace('"gate.hidden=[]"]', '"gate.hidden=[]", "train.lr=0.05"]')
+    )
+    for extra in ([], ["--status"], ["--dry-run"]):
+        capsys.readouterr()
+        assert main(["sweep", str(tiny_grid / "edited.toml"), "--runs", str(runs), "--seeds", "0", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"memgate: error: grid: run baseline/seed0 in {runs / 'grid' / 'baseline' / 'seed0'} was trained "
+            "with another config than the grid gives it now (train.lr: 0.1 there, 0.05 now); restore the grid "
+            "file (and the sweep's KEY=VALUE overrides), or move that folder away to train the run again"
+        ), err
+    assert main(["sweep", str(tiny_grid / "grid.toml"), "--runs", str(runs), "--seeds", "0", "train.epochs=2"]) == 2
+    assert "(train.epochs: 1 there, 2 now); restore the grid" in capsys.readouterr().err  # KEY=VALUE of the sweep
+    assert {p: p.read_bytes() for p in (runs / "grid").rglob("*") if p.is_file()} == kept
+    moved = tmp_path / "moved"
+    shutil.copytree(runs, moved)  # gated/seed0's train.init names the old folder: still the same run
+    capsys.readouterr()
+    assert main(["sweep", str(tiny_grid / "grid.toml"), "--runs", str(moved), "--seeds", "0", "--status"]) == 0
+    assert "2 done" in capsys.readouterr().out
+    # the report: baseline seed 1 (copied from seed 0) with another number of epochs in its config
+    seed1 = moved / "grid" / "baseline" / "seed1"
+    shutil.copytree(moved / "grid" / "baseline" / "seed0", seed1)
+    (seed1 / "config.toml").write_text(re.sub("(?m)^seed = 0$", "seed = 1", (seed1 / "config.toml").read_text()))
+    report(moved / "grid")  # seeds apart, one recipe
+    (seed1 / "config.toml").write_text((seed1 / "config.toml").read_text().replace("epochs = 1\n", "epochs = 2\n"))
+    with pytest.raises(MemgateError) as e:
+        report(moved / "grid")
+    assert str(e.value) == (
+        "report: seed 1 of baseline was trained with another config than seed 0 (train.epochs: 2 against 1); "
+        "a row holds one recipe: remove that run or train it again"
+    )
 
 
 def test_output_piped_into_head_ends_quietly(tiny_grid, tmp_path):

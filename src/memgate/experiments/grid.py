@@ -19,6 +19,7 @@ from typing import Any
 from ..config import load_config
 from ..errors import ConfigError
 from ..parsing import read_toml
+from ..train.rundir import CONFIG, config_difference, describe_difference
 
 GRID_KEYS = {"name", "title", "config", "overrides", "seeds", "variant", "baseline"}
 
@@ -226,12 +227,24 @@ def _plain_name(name: str) -> bool:
 
 
 def validate_runs(grid: Grid, runs: list[Run]) -> None:
-    """Build every run's config up front so a typo fails before hours of training, not after."""
+    """Build every run's config up front so a typo fails before hours of training, not after, and
+    refuse a run folder trained with another config than the grid gives it now: the sweep would skip
+    it as finished, and a report would put its seed beside seeds of another recipe."""
     for r in runs:
         try:
-            load_config(grid.config, [o for o in r.overrides if not o.startswith("train.init=")])
+            cfg = load_config(grid.config, r.overrides)
         except ConfigError as e:
             raise ConfigError(f"grid: run {r.name}: {e}") from None
+        if (r.out / CONFIG).is_file():
+            # the baseline's path moves with --runs; `memgate train` checks its content (inputs.json)
+            moved = ("train.init",) if r.depends_on is not None else ()
+            diff = [d for d in config_difference(cfg, r.out / CONFIG) if d[0] not in moved]
+            if diff:
+                raise ConfigError(
+                    f"grid: run {r.name} in {r.out} was trained with another config than the grid gives it "
+                    f"now ({describe_difference(diff)}); restore the grid file (and the sweep's KEY=VALUE "
+                    "overrides), or move that folder away to train the run again"
+                )
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:

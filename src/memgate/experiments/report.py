@@ -14,14 +14,17 @@ import numpy as np
 from .. import schema
 from ..analysis.memorisation import run_fit
 from ..atomic import write_text
+from ..config import config_from_dict
 from ..errors import MemgateError
 from ..markdown import table
 from ..outputs import claim, record
-from ..parsing import loads_json
+from ..parsing import loads_json, read_toml
 from ..train.rundir import (
+    CONFIG,
     DETECTION,
     OOD,
     TRADEOFF,
+    config_difference,
     read_analysis,
     read_metrics,
     read_summary,
@@ -76,7 +79,9 @@ def collect(runs_dir: str | Path, grid: str | Path | None = None) -> tuple[dict[
     seen: dict[Path, Path] = {}
     for name in names:
         rows = []
-        for seed, seed_dir in _seed_dirs(root, name):
+        seed_dirs = _seed_dirs(root, name)
+        _check_one_recipe(name, seed_dirs)
+        for seed, seed_dir in seed_dirs:
             same = seen.setdefault(seed_dir.resolve(), seed_dir)
             if same != seed_dir:
                 raise MemgateError(f"report: {seed_dir} and {same} are one run; keep one of them")
@@ -115,6 +120,29 @@ def _seed_dirs(root: Path, name: str) -> list[tuple[int, Path]]:
                 )
             found[int(tail)] = p
     return sorted(found.items())
+
+
+PER_SEED_KEYS = ("seed", "train.init")  # what differs between the seeds of one variant (with out)
+
+
+def _check_one_recipe(name: str, seed_dirs: list[tuple[int, Path]]) -> None:
+    """A variant's row is one recipe over seeds: its runs' config.toml must agree but for the seed
+    (and the same seed's baseline it started from)."""
+    runs = [(seed, run / CONFIG) for seed, run in seed_dirs if (run / CONFIG).is_file()]
+    if len(runs) < 2:
+        return
+    first_seed, first = runs[0]
+    cfg = config_from_dict(read_toml(first))
+    for seed, path in runs[1:]:
+        diff = [d for d in config_difference(cfg, path) if d[0] not in PER_SEED_KEYS]
+        if diff:
+            k, there, here = diff[0]
+            more = f", and {len(diff) - 1} more" if len(diff) > 1 else ""
+            raise MemgateError(
+                f"report: seed {seed} of {name} was trained with another config than seed {first_seed} "
+                f"({k}: {there!r} against {here!r}{more}); a row holds one recipe: remove that run or train "
+                "it again"
+            )
 
 
 def _check_run_files(run: Path) -> None:

@@ -80,6 +80,12 @@ def config_difference(cfg: Config, cfg_file: Path) -> list[tuple[str, Any, Any]]
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def describe_difference(diff: list[tuple[str, Any, Any]]) -> str:
+    """'KEY: THERE there, NOW now' for the first of ``config_difference``'s rows, and how many more."""
+    k, there, now = diff[0]
+    return f"{k}: {there!r} there, {now!r} now" + (f", and {len(diff) - 1} more" if len(diff) > 1 else "")
+
+
 def clear(out: Path) -> None:
     """Delete a run's files (and its TensorBoard events), nothing else in ``out``."""
     for name in RUN_FILES:
@@ -113,10 +119,8 @@ def run_state(cfg: Config, force: bool = False) -> str:
     if diff:
         if force:
             return "replace"
-        k, there, now = diff[0]
         raise RunError(
-            f"run: {out} holds a run with another config ({k}: {there!r} there, {now!r} now"
-            f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); "
+            f"run: {out} holds a run with another config ({describe_difference(diff)}); "
             "choose another out=, or --force to replace it"
         )
     changed = changed_inputs(cfg, out)
