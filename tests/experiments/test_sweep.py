@@ -5,7 +5,9 @@ import pytest
 from datafactory import write_learnable_npz
 
 from memgate.cli import main
+from memgate.config import load_config
 from memgate.errors import MemgateError
+from memgate.experiments.grid import load_grid
 from memgate.experiments.report import report
 from memgate.experiments.sweep import sweep
 from memgate.train import checkpoint as ckpt_io
@@ -148,41 +150,50 @@ def test_status_of_a_grid_never_run_says_not_started(tiny_grid, tmp_path, capsys
     assert not (tmp_path / "nowhere").exists()  # --status writes nothing
 
 
+def _as_the_grid_gives(grid_file, runs, name, *extra):
+    """Write the config.toml that the grid gives run ``name`` into its folder (a faked run's own)."""
+    grid = load_grid(grid_file)
+    (run,) = [r for r in grid.runs(runs, extra) if r.name == name]
+    (run.out / "config.toml").write_text(load_config(grid.config, run.overrides).to_toml())
+
+
 def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys):
     import json
     import os
-    import shutil
 
-    runs = tmp_path / "runs"
-    assert sweep(tiny_grid / "grid.toml", runs_root=runs, seeds=(0,), variants=("baseline",)) == 0
+    runs, epochs = tmp_path / "runs", "train.epochs=3"
+    assert sweep(tiny_grid / "grid.toml", [epochs], runs_root=runs, seeds=(0,), variants=("baseline",)) == 0
     capsys.readouterr()
     root = runs / "grid"
     done = root / "baseline" / "seed0"
     rows = [json.loads(x) for x in (done / "metrics.jsonl").read_text().splitlines()]
-    rate = rows[0]["epoch_time_s"] + rows[0]["eval_time_s"]
+    rates = sorted(r["epoch_time_s"] + r["eval_time_s"] for r in rows)
     # gated/seed0: stopped after epoch 1 of 3 (a killed run: no summary, no lock, the sweep wrote no exit status)
     stopped = root / "gated" / "seed0"
     shutil.copytree(done, stopped)
     (stopped / "summary.json").unlink()
+    (stopped / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
     # baseline/seed1: the same, but its process still holds the lock
     running = root / "baseline" / "seed1"
     shutil.copytree(stopped, running)
     (running / ".lock").write_text(str(os.getpid()))
+    for name in ("gated/seed0", "baseline/seed1"):
+        _as_the_grid_gives(tiny_grid / "grid.toml", runs, name, epochs)
     # gated/seed1: the sweep recorded a failure
     failed = root / "gated" / "seed1"
     failed.mkdir(parents=True)
     (failed / "train.log").write_text(
         "$ memgate train ...\nloading data ...\nrun: disk full (StorageError)\nmemgate sweep: exit status 2\n"
     )
-    # the grid with 3 epochs a run: the finished run stays done, the others are 1 (or 0) of 3 epochs in
-    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, "train.epochs=3", "--jobs", "2")
-    acc = 100 * rows[0]["test_acc"]
-    assert lines[1].split(None, 1)[1] == f"done, test {acc:.2f}% (1 epochs, {rate:.0f} s/epoch)"
-    assert lines[2].split(None, 1)[1] == f"stopped at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
-    assert lines[3].split(None, 1)[1] == f"running at epoch 1/3, test {acc:.2f}%, {rate:.0f} s/epoch"
+    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, epochs, "--jobs", "2")
+    acc, first = 100 * json.loads((done / "summary.json").read_text())["final_test_acc"], 100 * rows[0]["test_acc"]
+    rate = rows[0]["epoch_time_s"] + rows[0]["eval_time_s"]
+    assert lines[1].split(None, 1)[1] == f"done, test {acc:.2f}% (3 epochs, {rates[1]:.0f} s/epoch)"  # the median
+    assert lines[2].split(None, 1)[1] == f"stopped at epoch 1/3, test {first:.2f}%, {rate:.0f} s/epoch"
+    assert lines[3].split(None, 1)[1] == f"running at epoch 1/3, test {first:.2f}%, {rate:.0f} s/epoch"
     assert lines[4].split(None, 1)[1] == "failed at epoch 0/3: run: disk full (StorageError)"
     assert lines[5].strip() == "1 done, 1 running, 1 stopped, 1 failed"
-    # 2 + 2 epochs left at the runs' own rate, the failed run's 3 at its variant's (none): the grid's
+    # 2 + 2 epochs left at the runs' own rate, the failed run's 3 at its variant's (gated/seed0's)
     left = (4 * rate + 3 * rate) / 3600
     assert (
         lines[6].strip()
@@ -191,7 +202,7 @@ def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys)
     # A failed run started again by the sweep counts as stopped until it records a new exit status.
     with open(failed / "train.log", "a") as f:
         f.write("$ memgate train ...\n")
-    assert _status_lines(capsys, tiny_grid / "grid.toml", runs)[4].split(None, 1)[1] == "stopped at epoch 0/1"
+    assert _status_lines(capsys, tiny_grid / "grid.toml", runs, epochs)[4].split(None, 1)[1] == "stopped at epoch 0/3"
 
 
 def test_the_rate_of_a_run_is_its_median_epoch_when_done_and_its_recent_median_while_unfinished():
