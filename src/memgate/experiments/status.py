@@ -33,10 +33,8 @@ class RunStatus:
 
 
 def _total_epochs(grid: Grid, run: Run) -> int:
-    """The run's epoch count, as the grid defines it (a folder holding another config is the grid's run
-    all the same: the sweep refuses to train into it)."""
-    overrides = [o for o in run.overrides if not o.startswith("train.init=")]  # the source may not exist yet
-    return load_config(grid.config, overrides).train.epochs
+    """The run's epoch count, as the grid defines it."""
+    return load_config(grid.config, run.overrides).train.epochs
 
 
 def last_error(lines: list[str]) -> str:
