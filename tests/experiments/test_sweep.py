@@ -116,8 +116,8 @@ def test_runs_of_another_config_are_refused_by_sweep_and_report(tiny_grid, tmp_p
     with pytest.raises(MemgateError) as e:
         report(moved / "grid")
     assert str(e.value) == (
-        "report: seed 1 of baseline was trained with another config than seed 0 (train.epochs: 2 against 1); "
-        "a row holds one recipe: remove that run or train it again"
+        "report: the seeds of baseline were trained with different configs (train.epochs: 2 in seed 1, 1 in "
+        "seed 0); a row holds one recipe: remove the odd run or train it again"
     )
 
 

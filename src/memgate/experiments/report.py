@@ -25,6 +25,7 @@ from ..train.rundir import (
     OOD,
     TRADEOFF,
     config_difference,
+    describe_difference,
     read_analysis,
     read_metrics,
     read_summary,
@@ -136,12 +137,10 @@ def _check_one_recipe(name: str, seed_dirs: list[tuple[int, Path]]) -> None:
     for seed, path in runs[1:]:
         diff = [d for d in config_difference(cfg, path) if d[0] not in PER_SEED_KEYS]
         if diff:
-            k, there, here = diff[0]
-            more = f", and {len(diff) - 1} more" if len(diff) > 1 else ""
             raise MemgateError(
-                f"report: seed {seed} of {name} was trained with another config than seed {first_seed} "
-                f"({k}: {there!r} against {here!r}{more}); a row holds one recipe: remove that run or train "
-                "it again"
+                f"report: the seeds of {name} were trained with different configs "
+                f"({describe_difference(diff, f'in seed {seed}', f'in seed {first_seed}')}); a row holds one "
+                "recipe: remove the odd run or train it again"
             )
 
 

@@ -80,10 +80,10 @@ def config_difference(cfg: Config, cfg_file: Path) -> list[tuple[str, Any, Any]]
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def describe_difference(diff: list[tuple[str, Any, Any]]) -> str:
-    """'KEY: THERE there, NOW now' for the first of ``config_difference``'s rows, and how many more."""
-    k, there, now = diff[0]
-    return f"{k}: {there!r} there, {now!r} now" + (f", and {len(diff) - 1} more" if len(diff) > 1 else "")
+def describe_difference(diff: list[tuple[str, Any, Any]], there: str = "there", now: str = "now") -> str:
+    """'KEY: A there, B now' for the first of ``config_difference``'s rows, and how many more."""
+    k, a, b = diff[0]
+    return f"{k}: {a!r} {there}, {b!r} {now}" + (f", and {len(diff) - 1} more" if len(diff) > 1 else "")
 
 
 def clear(out: Path) -> None:
