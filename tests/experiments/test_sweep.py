@@ -1,5 +1,6 @@
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from datafactory import write_learnable_npz
@@ -193,16 +194,42 @@ def test_status_names_every_state_and_the_time_left(tiny_grid, tmp_path, capsys)
     assert lines[3].split(None, 1)[1] == f"running at epoch 1/3, test {first:.2f}%, {rate:.0f} s/epoch"
     assert lines[4].split(None, 1)[1] == "failed at epoch 0/3: run: disk full (StorageError)"
     assert lines[5].strip() == "1 done, 1 running, 1 stopped, 1 failed"
-    # 2 + 2 epochs left at the runs' own rate, the failed run's 3 at its variant's (gated/seed0's)
-    left = (4 * rate + 3 * rate) / 3600
+    # 2 + 2 epochs left at the runs' own rate, the failed run's 3 at its variant's (gated/seed0's);
+    # with 2 lanes the failed gated/seed1 waits for its baseline (running, 2 left), then trains alone
+    left, lanes = (4 * rate + 3 * rate) / 3600, (2 * rate + 3 * rate) / 3600
     assert (
         lines[6].strip()
-        == f"remaining: {left:.1f} h of training at the measured rates, about {left / 2:.1f} h with 2 runs at once"
+        == f"remaining: {left:.1f} h of training at the measured rates, about {lanes:.1f} h with 2 runs at once"
     )
     # A failed run started again by the sweep counts as stopped until it records a new exit status.
     with open(failed / "train.log", "a") as f:
         f.write("$ memgate train ...\n")
     assert _status_lines(capsys, tiny_grid / "grid.toml", runs, epochs)[4].split(None, 1)[1] == "stopped at epoch 0/3"
+
+
+def test_the_time_left_is_the_sweeps_schedule_not_the_total_over_the_lanes():
+    """time_to_finish plays the sweep's order: running runs hold lanes, the rest start in grid order
+    when a lane is free and their baseline has finished (hours as seconds, exact)."""
+    from memgate.experiments.grid import Run
+    from memgate.experiments.status import RunStatus, time_to_finish
+
+    def run(name, state, hours, dep=None):
+        r = Run(name, 0, Path(name), (), Path(dep) if dep else None)
+        return RunStatus(r, state, 0, 100, None, None), 3600.0 * hours
+
+    three = [run(n, "not started", 1.5) for n in "abc"]
+    assert time_to_finish(three, 2) == 3600.0 * 3.0  # the third trains alone: not 4.5 h / 2 lanes
+    assert time_to_finish(three, 3) == 3600.0 * 1.5 and time_to_finish(three, 1) == 3600.0 * 4.5
+    # binit waits for its running baseline; the run after it in the grid takes the free lane at once
+    binit = [run("base", "running", 1), run("binit", "not started", 2, "base"), run("other", "stopped", 4)]
+    assert time_to_finish(binit, 2) == 3600.0 * 4  # other 0-4 h, binit 1-3 h
+    assert time_to_finish(binit, 1) == 3600.0 * 7  # one lane: base, binit, other, one after the other
+    # more runs running than lanes (another sweep beside): a new run waits until fewer than 2 are left
+    crowded = [run(n, "running", h) for n, h in (("r1", 1), ("r2", 2), ("r3", 3))] + [run("new", "not started", 1)]
+    assert time_to_finish(crowded, 2) == 3600.0 * 3  # new from 2 h to 3 h
+    # a baseline that is not in the list has finished: its dependent starts at once
+    assert time_to_finish([run("binit", "failed", 2, "base")], 2) == 3600.0 * 2
+    assert time_to_finish([], 2) == 0.0
 
 
 def test_the_rate_of_a_run_is_its_median_epoch_when_done_and_its_recent_median_while_unfinished():

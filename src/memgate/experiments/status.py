@@ -110,6 +110,29 @@ def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
     return None
 
 
+def time_to_finish(left: list[tuple[RunStatus, float]], jobs: int) -> float:
+    """Seconds until the last of the unfinished runs ends, each taking its ``left`` seconds, when a
+    sweep with ``jobs`` lanes trains them as ``sweep`` does: the running ones hold lanes from now,
+    the others start in the grid's order as soon as a lane is free and their baseline is finished.
+    Not the total divided by the lanes: an odd run out trains alone, a dependent run waits."""
+    ends = {s.run.out: secs for s, secs in left if s.state == "running"}  # run folder -> end time
+    pending = [(s.run, secs) for s, secs in left if s.state != "running"]
+    todo = {s.run.out for s, _ in left}
+    now = 0.0
+    while pending:
+        active = [t for t in ends.values() if t > now]
+        for run, secs in list(pending):
+            dep = run.depends_on
+            if len(active) < jobs and (dep not in todo or ends.get(dep, float("inf")) <= now):
+                pending.remove((run, secs))
+                ends[run.out] = now + secs
+                active.append(now + secs)
+        if not pending or not active:  # all started, or the rest wait on a baseline that never starts
+            break
+        now = min(active)
+    return max(ends.values(), default=0.0)
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
@@ -145,9 +168,9 @@ def status_report(grid: Grid, runs: list[Run], jobs: int = 1) -> str:
     if unknown:
         lines.append(f"  remaining time unknown: {len(unknown)} run(s) have no measured rate yet (no epoch finished)")
         return "\n".join(lines)
-    left = sum((s.epochs - s.epoch) * r for s, r in rates)
-    text = f"  remaining: {_hours(left)} of training at the measured rates"
+    left = [(s, (s.epochs - s.epoch) * r) for s, r in rates]
+    text = f"  remaining: {_hours(sum(secs for _, secs in left))} of training at the measured rates"
     if jobs > 1:
-        text += f", about {_hours(left / jobs)} with {jobs} runs at once"
+        text += f", about {_hours(time_to_finish(left, jobs))} with {jobs} runs at once"
     lines.append(text)
     return "\n".join(lines)
