@@ -11,10 +11,11 @@
 #                                              folder is missing or has fewer finished epochs
 # An unfinished run is packed whole (checkpoint, per-epoch histories, snapshots, logs) but its lock;
 # resuming from it is the same as resuming in place (resume is bit-identical: tests/train). A
-# finished run is packed slim, once: what the sweep, `memgate report` and `sweep --status` read
-# (config.toml, summary.json, metrics.jsonl, inputs.json) and, for the baseline, the checkpoint
-# the binit runs start from (byte for byte: their inputs.json holds its sha256); its histories,
-# snapshots and gates.npz stay behind, so run analyse.sh before a session ends.
+# finished run is packed whole too until analyse.sh has scored it (its <variant>_seed<s>/
+# train_scores.npz is here): scores, proxies and Figure 2 need its histories, snapshots and
+# gates.npz. Once scored it is packed slim, once: what the sweep, `memgate report` and `sweep
+# --status` read (config.toml, summary.json, metrics.jsonl, inputs.json) and, for the baseline,
+# the checkpoint the binit runs start from (byte for byte: their inputs.json holds its sha256).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS="${RUNS:-$HOME/memgate-runs}"
@@ -39,9 +40,13 @@ pack)
     out="$CARRY/${variant}_$(basename "$run").tar.xz"
     what=("$rel")
     if [ -f "$run/summary.json" ]; then
-      if [ -f "$out" ] && tar -tJf "$out" "$rel/summary.json" > /dev/null 2>&1; then continue; fi  # packed finished
-      what=("$rel/config.toml" "$rel/summary.json" "$rel/metrics.jsonl" "$rel/inputs.json")
-      [ "$variant" = baseline ] && what+=("$rel/checkpoint.pt")
+      has() { [ -f "$out" ] && tar -tJf "$out" "$rel/$1" > /dev/null 2>&1; }
+      if [ -f "${variant}_$(basename "$run")/train_scores.npz" ]; then  # scored: slim, once
+        if has summary.json && ! has signals.npz; then continue; fi
+        what=("$rel/config.toml" "$rel/summary.json" "$rel/metrics.jsonl" "$rel/inputs.json")
+        [ "$variant" = baseline ] && what+=("$rel/checkpoint.pt")
+      elif has summary.json; then continue  # packed whole and finished: waits for analyse.sh
+      fi
     fi
     tar -C "$RUNS" --exclude=.lock -cJf "$out.tmp" "${what[@]}" && mv "$out.tmp" "$out"
     state=$([ -f "$run/summary.json" ] && echo finished || echo "at epoch $(epochs "$run")")
