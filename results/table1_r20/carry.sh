@@ -22,6 +22,10 @@ RUNS="${RUNS:-$HOME/memgate-runs}"
 STUDY=table1_r20
 CARRY=carry
 
+has() {  # does the packed file $out of run $rel (set by the pack loop) hold file $1?
+  [ -f "$out" ] && tar -tJf "$out" "$rel/$1" > /dev/null 2>&1
+}
+
 epochs() {  # finished epochs of a run folder, or of the run inside a packed one
   if [ -f "$1" ]; then tar -xJOf "$1" "$2/metrics.jsonl" 2>/dev/null | grep -c . || true
   else grep -c . "$1/metrics.jsonl" 2>/dev/null || echo 0; fi
@@ -40,7 +44,6 @@ pack)
     out="$CARRY/${variant}_$(basename "$run").tar.xz"
     what=("$rel")
     if [ -f "$run/summary.json" ]; then
-      has() { [ -f "$out" ] && tar -tJf "$out" "$rel/$1" > /dev/null 2>&1; }
       if [ -f "${variant}_$(basename "$run")/train_scores.npz" ]; then  # scored: slim, once
         if has summary.json && ! has signals.npz; then continue; fi
         what=("$rel/config.toml" "$rel/summary.json" "$rel/metrics.jsonl" "$rel/inputs.json")
