@@ -14,8 +14,8 @@ for _ in $(seq 120); do  # at most 10 minutes for the runs to save and exit
 done
 RUNS="$RUNS" bash results/table1_r20/carry.sh pack
 mkdir -p "$RUNS"
-# job control on: a background command of a script without it starts with SIGINT ignored, and a
-# sweep that ignores SIGINT would not stop at the next end_session.sh but start its next runs
+# job control on: a background command of a script without it starts with SIGINT ignored (the sweep
+# installs its own handler since session 10, so this only matters for a checkout older than that)
 set -m
 setsid nohup bash results/table1_r20/sweep.sh >> "$RUNS/table1_r20.sweep.log" 2>&1 < /dev/null &
 echo "end_session: sweep restarted; log $RUNS/table1_r20.sweep.log; now commit results/table1_r20/carry"

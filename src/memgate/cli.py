@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except MemgateError as e:
         stderr_line(f"memgate: {'stopped' if isinstance(e, Interrupted) else 'error'}: {e}")
         return 130 if isinstance(e, Interrupted) else 2
-    except KeyboardInterrupt:  # Ctrl-C outside a training's own handler (a sweep waiting on its runs)
+    except KeyboardInterrupt:  # Ctrl-C outside the handlers of a training or a sweep (while loading)
         stderr_line("memgate: stopped: interrupted (Ctrl-C); run the same command to resume")
         return 130
     except BrokenPipeError:  # output piped into `head` and the reader left: nothing went wrong

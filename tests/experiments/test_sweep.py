@@ -282,3 +282,67 @@ def test_ctrl_c_while_a_sweep_waits_is_one_line_and_status_130(monkeypatch, caps
     assert main(["sweep", "grid.toml"]) == 130
     err = capsys.readouterr().err
     assert err == "memgate: stopped: interrupted (Ctrl-C); run the same command to resume\n"
+
+
+def test_sigint_stops_a_sweep_started_with_it_ignored_every_run_saves_and_none_starts(tiny_grid, tmp_path, capsys):
+    """A sweep started as a script's background command inherits SIGINT ignored; `kill -INT` to it
+    alone must still stop it: both running runs save a checkpoint and exit 130, no gated run starts,
+    and nothing is called failed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    sweep_cmd = f"{sys.executable} -m memgate sweep {tiny_grid / 'grid.toml'} train.epochs=5000 --runs {runs} --jobs 2"
+    p = subprocess.Popen(
+        ["bash", "-c", f"trap '' INT; exec {sweep_cmd}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seeds = [runs / "grid" / "baseline" / f"seed{s}" for s in (0, 1)]
+
+    def trained_an_epoch(out: Path) -> bool:
+        try:
+            return len(read_metrics(out)) >= 1
+        except Exception:  # noqa: BLE001 - not written yet
+            return False
+
+    deadline = time.monotonic() + 120
+    while not all(trained_an_epoch(s) for s in seeds):
+        assert p.poll() is None and time.monotonic() < deadline, p.stdout.read() if p.poll() is not None else ""
+        time.sleep(0.2)
+    with open(f"/proc/{p.pid}/status") as f:  # the premise: the sweep's process was started ignoring SIGINT
+        ignored = int(next(ln for ln in f if ln.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGINT - 1)) == 0  # the sweep installed its own handler by now
+    os.kill(p.pid, signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out
+    assert "FAILED" not in out and "start gated" not in out
+    stopped = sorted(re.findall(r"stopped (baseline/seed\d) at its checkpoint", out))
+    assert stopped == ["baseline/seed0", "baseline/seed1"]
+    assert out.rstrip().endswith("grid: 0/4 runs finished; stopped (SIGINT): run the same command to resume")
+    for s in seeds:
+        assert (s / "checkpoint.pt").exists() and not (s / "summary.json").exists()
+        assert (s / "train.log").read_text().rstrip().endswith("memgate sweep: exit status 130")
+    lines = _status_lines(capsys, tiny_grid / "grid.toml", runs, "train.epochs=5000")
+    assert lines[-2].strip() == "2 stopped, 2 not started", lines
+
+
+def test_a_run_stopped_by_a_signal_stops_the_sweep_and_is_not_called_failed(tiny_grid, tmp_path, monkeypatch, capsys):
+    """SIGINT sent to one `memgate train` alone (exit 130): the sweep starts nothing after it."""
+    from memgate.experiments import sweep as sweep_mod
+
+    launched = []
+
+    def launch(self, grid, run, slot, jobs):
+        launched.append(run.name)
+        return 130, 1.0
+
+    monkeypatch.setattr(sweep_mod._Lanes, "launch", launch)
+    assert sweep(tiny_grid / "grid.toml", runs_root=tmp_path / "runs", jobs=1) == 130
+    out = capsys.readouterr().out
+    assert launched == ["baseline/seed0"]
+    assert "FAILED" not in out and "stopped baseline/seed0 at its checkpoint after 1s (resumable)" in out
+    assert out.splitlines()[-1] == (
+        "grid: 0/4 runs finished; stopped (baseline/seed0 was interrupted): run the same command to resume"
+    )

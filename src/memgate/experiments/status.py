@@ -7,6 +7,7 @@ yet is simply "not started".
 
 from __future__ import annotations
 
+import signal
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from .grid import Grid, Run
 
 LOG = "train.log"  # what the sweep writes for each run: the command, its output, its exit status
 EXIT_MARK = "memgate sweep: exit status "
+INTERRUPTED = 130  # what `memgate train` exits with when a signal stopped it at a checkpoint
+# ...and what a run killed by one before its handlers were up (still starting) exits with
+STOPPED_BY_SIGNAL = (INTERRUPTED, -signal.SIGINT, -signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def describe_run(grid: Grid, run: Run) -> RunStatus:
     if lock_holder(run.out / LOCK) is not None:
         return RunStatus(run, "running", len(rows), epochs, last, rate)
     rc, why = _last_exit(run.out / LOG)
-    if rc not in (None, 0):
+    if rc not in (None, 0, *STOPPED_BY_SIGNAL):
         return RunStatus(run, "failed", len(rows), epochs, last, rate, why)
     if not rows and not (run.out / LOG).exists():
         return RunStatus(run, "not started", 0, epochs, None, None)

@@ -1,15 +1,18 @@
 """`memgate sweep`: every run of a grid as its own `memgate train` process, resumable and shardable.
 
 Runs go to ``runs/<grid>/<variant>/seed<s>/``; finished ones are skipped, unfinished ones resume,
-a failed one is logged and the sweep goes on (exit status 1 at the end).
+a failed one is logged and the sweep goes on (exit status 1 at the end); SIGINT or SIGTERM stops every run
+at a checkpoint and starts no more (exit status 130; the same command resumes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -18,7 +21,7 @@ from ..atomic import write_json
 from ..errors import ConfigError, StorageError
 from ..train.rundir import CHECKPOINT, is_finished, read_summary
 from .grid import Grid, Run, load_grid, parse_shard, shard_runs, validate_runs
-from .status import EXIT_MARK, LOG, last_error, status_report
+from .status import EXIT_MARK, INTERRUPTED, LOG, STOPPED_BY_SIGNAL, last_error, status_report
 
 GRID_META = "grid.json"
 
@@ -125,22 +128,73 @@ def _cuda_count() -> int:
         return 0
 
 
-def _launch(grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
-    run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable before any launch
-    cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
-    t = time.perf_counter()
-    with open(run.out / LOG, "a") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_for(slot, jobs))
-        log.write(f"{EXIT_MARK}{rc}\n")
-    return rc, time.perf_counter() - t
+class _Lanes:
+    """The sweep's running `memgate train` processes, and its stop: on SIGINT or SIGTERM (Ctrl-C, a
+    scheduler's time limit, `kill`) every run is told the same and saves a checkpoint, and no run starts
+    after it. The sweep installs its own handlers, so a sweep started with SIGINT ignored (a background
+    command of a script) still stops."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # RLock: a second signal may arrive inside the first's handler
+        self.procs: set[subprocess.Popen] = set()
+        self.stop: str | None = None  # the signal that stopped the sweep, or the run that was interrupted
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        with self.lock:
+            self.stop = self.stop or signal.Signals(signum).name
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+    def handle_signals(self) -> dict[int, object]:
+        """Install the handlers (main thread only: Python allows no other); the ones replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def launch(self, grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
+        run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable before any launch
+        cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
+        t = time.perf_counter()
+        with open(run.out / LOG, "a") as log:
+            with self.lock:
+                if self.stop:  # stopped between this run's submission and its start
+                    return INTERRUPTED, 0.0
+                log.write(f"$ {' '.join(cmd)}\n")
+                log.flush()
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_for(slot, jobs))
+                self.procs.add(proc)
+            rc = proc.wait()
+            with self.lock:
+                self.procs.discard(proc)
+            log.write(f"{EXIT_MARK}{rc}\n")
+        return rc, time.perf_counter() - t
 
 
 def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
+    """Start each run once a lane is free and its baseline finished; 0 when all finished, 1 when any
+    failed, 130 when a signal (or a run stopped by one) stopped the sweep: the same command resumes."""
     pending = [r for r in runs if _stage(r) != "done"]  # already in dependency order
     if len(runs) > len(pending):
         print(f"  {len(runs) - len(pending)} run(s) already finished, skipped")
+    lanes = _Lanes()
+    replaced = lanes.handle_signals()
+    try:
+        failed = _schedule(grid, pending, jobs, lanes)
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+    ok = sum(1 for r in runs if is_finished(r.out))
+    line = f"{grid.name}: {ok}/{len(runs)} runs finished" + (f", {len(failed)} failed" if failed else "")
+    if lanes.stop:
+        print(f"{line}; stopped ({lanes.stop}): run the same command to resume", flush=True)
+        return INTERRUPTED
+    print(line, flush=True)
+    return 1 if failed else 0
+
+
+def _schedule(grid: Grid, pending: list[Run], jobs: int, lanes: _Lanes) -> dict[Path, str]:
+    """Run ``pending`` on ``jobs`` lanes until done or stopped; the failed runs and why."""
     failed: dict[Path, str] = {}
     running: dict[Future, tuple[Run, int]] = {}
     free_slots = list(range(jobs))
@@ -151,9 +205,9 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
         print(f"  FAILED {r.name}: {why}", flush=True)
 
     with ThreadPoolExecutor(jobs) as pool:
-        while pending or running:
+        while (pending and not lanes.stop) or running:
             waiting_on = {r.out for r in pending} | {r.out for r, _ in running.values()}
-            for r in list(pending):
+            for r in list(pending) if not lanes.stop else []:
                 dep = r.depends_on
                 if dep is not None and dep in failed:
                     pending.remove(r)
@@ -166,7 +220,7 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
                     slot = free_slots.pop(0)
                     started += 1
                     print(f"  [{started}/{total}] start {r.name} ({_stage(r)})", flush=True)
-                    running[pool.submit(_launch, grid, r, slot, jobs)] = (r, slot)
+                    running[pool.submit(lanes.launch, grid, r, slot, jobs)] = (r, slot)
             if not running:
                 continue
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -177,11 +231,14 @@ def _execute(grid: Grid, runs: list[Run], jobs: int) -> int:
                 if rc == 0 and is_finished(r.out):
                     acc = read_summary(r.out)["final_test_acc"]
                     print(f"  done {r.name} in {secs:.0f}s: test {100 * acc:.2f}%", flush=True)
+                elif rc in STOPPED_BY_SIGNAL:
+                    # Stopped by a signal at a checkpoint (Ctrl-C, a scheduler, `kill`), not failed: start
+                    # nothing more; the runs still going finish or stop as they were told.
+                    lanes.stop = lanes.stop or f"{r.name} was interrupted"
+                    print(f"  stopped {r.name} at its checkpoint after {secs:.0f}s (resumable)", flush=True)
                 else:
                     fail(r, f"exit status {rc}: {_last_error(r.out / LOG)} (log: {r.out / LOG})")
-    ok = sum(1 for r in runs if is_finished(r.out))
-    print(f"{grid.name}: {ok}/{len(runs)} runs finished" + (f", {len(failed)} failed" if failed else ""))
-    return 1 if failed else 0
+    return failed
 
 
 def _last_error(log: Path) -> str:
