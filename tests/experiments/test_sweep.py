@@ -284,6 +284,7 @@ def test_ctrl_c_while_a_sweep_waits_is_one_line_and_status_130(monkeypatch, caps
     assert err == "memgate: stopped: interrupted (Ctrl-C); run the same command to resume\n"
 
 
+@pytest.mark.slow
 def test_sigint_stops_a_sweep_started_with_it_ignored_every_run_saves_and_none_starts(tiny_grid, tmp_path, capsys):
     """A sweep started as a script's background command inherits SIGINT ignored; `kill -INT` to it
     alone must still stop it: both running runs save a checkpoint and exit 130, no gated run starts,
