@@ -232,6 +232,28 @@ def test_the_time_left_is_the_sweeps_schedule_not_the_total_over_the_lanes():
     assert time_to_finish([], 2) == 0.0
 
 
+def test_runs_not_running_are_timed_at_the_machines_pace_now_times_their_variants_cost():
+    """Finished runs (other machines, other loads) say what a variant costs relative to the others;
+    the running runs say how fast this machine is now. Exact seconds per epoch."""
+    from memgate.experiments.grid import Run
+    from memgate.experiments.status import RunStatus, run_rates
+
+    def st(variant, seed, state, rate):
+        run = Run(variant, seed, Path(f"{variant}{seed}"), (), None)
+        return RunStatus(run, state, 0, 9, None, rate)
+
+    done = [st("base", 0, "done", 100.0), st("base", 1, "done", 100.0), st("gated", 0, "done", 200.0)]
+    # costs from the finished runs: base 100 / 100 = 1, gated 200 / 100 = 2 (the grid's median is 100)
+    others = [st("gated", 1, "stopped", 999.0), st("base", 2, "not started", None), st("new", 0, "not started", None)]
+    busy = [st("gated", 2, "running", 300.0), st("base", 3, "running", None)]  # base/seed3: no epoch yet
+    # the machine now: 300 s for a gated epoch = 150 s for a grid epoch; "new" has no finished run: cost 1
+    assert run_rates(done + others + busy) == [100.0, 100.0, 200.0, 300.0, 150.0, 150.0, 300.0, 150.0]
+    # nothing running: a run's own rate, else its variant's median, else the median of all measured
+    # (100, 100, 200, 999)
+    assert run_rates(done + others) == [100.0, 100.0, 200.0, 999.0, 100.0, 150.0]
+    assert run_rates([st("x", 0, "not started", None)]) == [None]
+
+
 def test_the_rate_of_a_run_is_its_median_epoch_when_done_and_its_recent_median_while_unfinished():
     """A run slowed 10x for its first 5 epochs (other work on the machine) and paused in one: its
     remaining epochs are timed by the median of the last 10; finished, by the median of all 15 (the

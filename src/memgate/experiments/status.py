@@ -103,15 +103,38 @@ def epoch_rate(rows: list[dict], finished: bool) -> float | None:
     return statistics.median(secs if finished else secs[-RECENT:])
 
 
-def _rate_for(s: RunStatus, measured: list[RunStatus]) -> float | None:
-    """Seconds per epoch for a run's remaining epochs: its own, else its variant's, else the grid's."""
-    if s.s_per_epoch is not None:
-        return s.s_per_epoch
-    for pool in ([m for m in measured if m.run.variant == s.run.variant], measured):
-        rates = [m.s_per_epoch for m in pool if m.s_per_epoch is not None]
-        if rates:
-            return statistics.median(rates)
-    return None
+def _cost(variant: str, finished: list[RunStatus]) -> float:
+    """A variant's seconds per epoch relative to the grid's, from its finished runs (1 where none)."""
+    mine = [f.s_per_epoch for f in finished if f.run.variant == variant]
+    if not mine:
+        return 1.0
+    return statistics.median(mine) / statistics.median(f.s_per_epoch for f in finished)
+
+
+def run_rates(states: list[RunStatus]) -> list[float | None]:
+    """Seconds per epoch for each run's remaining epochs. A running run: its own recent pace (a
+    finished one: its median epoch). The others, while some run: the machine's pace now (the running
+    runs' recent seconds per epoch, each divided by its variant's relative cost) times their
+    variant's cost, since their own or their variant's rates may come from another machine or load.
+    With none running: their own rate, else their variant's median, else the grid's."""
+    finished = [s for s in states if s.state == "done" and s.s_per_epoch is not None]
+    running = [s for s in states if s.state == "running" and s.s_per_epoch is not None]
+    measured = [s for s in states if s.s_per_epoch is not None]
+    now = statistics.median(s.s_per_epoch / _cost(s.run.variant, finished) for s in running) if running else None
+
+    def rate(s: RunStatus) -> float | None:
+        if s.state in ("running", "done") and s.s_per_epoch is not None:
+            return s.s_per_epoch
+        if now is not None:
+            return now * _cost(s.run.variant, finished)
+        if s.s_per_epoch is not None:
+            return s.s_per_epoch
+        for pool in ([m for m in measured if m.run.variant == s.run.variant], measured):
+            if pool:
+                return statistics.median(m.s_per_epoch for m in pool)
+        return None
+
+    return [rate(s) for s in states]
 
 
 def time_to_finish(left: list[tuple[RunStatus, float]], jobs: int) -> float:
@@ -162,12 +185,10 @@ def status_report(grid: Grid, runs: list[Run], jobs: int = 1) -> str:
     lines += [_line(s) for s in states]
     counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "stopped", "failed", "not started")}
     lines.append("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    measured = [s for s in states if s.s_per_epoch is not None]
-    todo = [s for s in states if s.state != "done"]
-    if not todo:
+    rates = [(s, r) for s, r in zip(states, run_rates(states)) if s.state != "done"]
+    if not rates:
         lines.append("  nothing left to run")
         return "\n".join(lines)
-    rates = [(s, _rate_for(s, measured)) for s in todo]
     unknown = [s for s, r in rates if r is None]
     if unknown:
         lines.append(f"  remaining time unknown: {len(unknown)} run(s) have no measured rate yet (no epoch finished)")
