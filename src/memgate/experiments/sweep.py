@@ -235,7 +235,8 @@ def _schedule(grid: Grid, pending: list[Run], jobs: int, lanes: _Lanes) -> dict[
                     # Stopped by a signal at a checkpoint (Ctrl-C, a scheduler, `kill`), not failed: start
                     # nothing more; the runs still going finish or stop as they were told.
                     lanes.stop = lanes.stop or f"{r.name} was interrupted"
-                    print(f"  stopped {r.name} at its checkpoint after {secs:.0f}s (resumable)", flush=True)
+                    going = f"; no run starts, waiting for the {len(running)} still running" if running else ""
+                    print(f"  stopped {r.name} at its checkpoint after {secs:.0f}s (resumable){going}", flush=True)
                 else:
                     fail(r, f"exit status {rc}: {_last_error(r.out / LOG)} (log: {r.out / LOG})")
     return failed
