@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..atomic import write_json
@@ -152,14 +153,16 @@ class _Lanes:
             return {}
         return {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def launch(self, grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int, float]:
-        run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable before any launch
+    def launch(self, grid: Grid, run: Run, slot: int, jobs: int) -> tuple[int | None, float]:
+        """The run's exit status and seconds; None when the sweep stopped before it started."""
         cmd = [sys.executable, "-m", "memgate", "train", "-c", str(grid.config), *run.overrides]
         t = time.perf_counter()
-        with open(run.out / LOG, "a") as log:
-            with self.lock:
-                if self.stop:  # stopped between this run's submission and its start
-                    return INTERRUPTED, 0.0
+        with ExitStack() as stack:
+            with self.lock:  # held until the process is known, so that a signal cannot miss it
+                if self.stop:  # stopped between this run's submission and its start: leave no trace
+                    return None, 0.0
+                run.out.mkdir(parents=True, exist_ok=True)  # the runs root was checked writable first
+                log = stack.enter_context(open(run.out / LOG, "a"))
                 log.write(f"$ {' '.join(cmd)}\n")
                 log.flush()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env_for(slot, jobs))
@@ -228,6 +231,8 @@ def _schedule(grid: Grid, pending: list[Run], jobs: int, lanes: _Lanes) -> dict[
                 r, slot = running.pop(fut)
                 free_slots.append(slot)
                 rc, secs = fut.result()
+                if rc is None:  # never started: the sweep was stopped first
+                    continue
                 if rc == 0 and is_finished(r.out):
                     acc = read_summary(r.out)["final_test_acc"]
                     print(f"  done {r.name} in {secs:.0f}s: test {100 * acc:.2f}%", flush=True)
